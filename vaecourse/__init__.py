@@ -1,0 +1,11 @@
+"""vaecourse: the tested code behind the course "Variational Autoencoders: from the lecture to working code".
+
+Each chapter of the book imports it as ``import vaecourse as vc``.
+"""
+
+from . import data, plots
+from .runtime import Budget, budget, device, seed, set_budget
+
+__version__ = "0.1.0"
+
+__all__ = ["Budget", "budget", "data", "device", "plots", "seed", "set_budget"]
