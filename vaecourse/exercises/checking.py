@@ -1,0 +1,128 @@
+"""The machinery shared by all exercise checkers: run the learner's function, compare, diagnose."""
+
+from __future__ import annotations
+
+import math
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Result:
+    """The verdict of a checker: ``passed``, and a message that says what is wrong and how to look for it."""
+
+    exercise: str
+    passed: bool
+    message: str
+    details: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        mark = "✓" if self.passed else "✗"
+        lines = [f"{mark} {self.exercise}: {self.message}", *(f"  - {line}" for line in self.details)]
+        return "\n".join(lines)
+
+
+# A diagnosis looks at the learner's output and the reference for one case and returns a hint, or None.
+Diagnosis = Callable[[torch.Tensor, torch.Tensor, dict], "str | None"]
+
+
+def _constant_offset(got: torch.Tensor, expected: torch.Tensor) -> float | None:
+    difference = (got - expected).double()
+    if difference.numel() < 2 or not bool(torch.isfinite(difference).all()):
+        return None
+    spread = float(difference.std())
+    offset = float(difference.mean())
+    if spread <= 1e-6 * max(1.0, abs(offset)) and abs(offset) > 1e-6:
+        return offset
+    return None
+
+
+def sign_flipped(got, expected, case):
+    if torch.allclose(got, -expected, rtol=1e-5, atol=1e-6) and bool(expected.abs().max() > 1e-6):
+        return "the values have the opposite sign: check the direction of a difference or a missing minus"
+    return None
+
+
+def constant_offset(got, expected, case):
+    offset = _constant_offset(got, expected)
+    if offset is None:
+        return None
+    hint = f"every value is off by the same constant {offset:+.4g}"
+    num_samples = case.get("num_samples")
+    if num_samples and math.isclose(abs(offset), math.log(num_samples), rel_tol=1e-4):
+        return hint + f" = ±log K (K = {num_samples}): a mean over the K samples is Σ/K, i.e. −log K in log space"
+    return hint + ": a missing normalising constant (such as −(D/2) log 2π) or a stray term"
+
+
+def not_finite(got, expected, case):
+    if bool(torch.isfinite(expected).all()) and not bool(torch.isfinite(got).all()):
+        return (
+            "some values are inf or nan where the answer is finite: probabilities this small underflow; "
+            "stay in log space (torch.logsumexp) instead of exponentiating"
+        )
+    return None
+
+
+DEFAULT_DIAGNOSES: tuple[Diagnosis, ...] = (not_finite, sign_flipped, constant_offset)
+
+
+def _call(function, case) -> tuple[object, str | None]:
+    try:
+        return function(**case), None
+    except NotImplementedError:
+        return None, "not implemented yet: replace `raise NotImplementedError` with your code"
+    except Exception as error:  # the learner's bug, reported rather than raised
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        return None, f"your function raised {type(error).__name__}: {error} (line {frame.lineno})"
+
+
+def check_function(
+    exercise: str,
+    function: Callable,
+    reference: Callable,
+    cases: Sequence[dict],
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    seed: int = 0,
+    diagnoses: Sequence[Diagnosis] = DEFAULT_DIAGNOSES,
+) -> Result:
+    """Run ``function(**case)`` and ``reference(**case)`` on each case (from the same seed) and compare.
+
+    The first case that disagrees is diagnosed: wrong type, wrong shape, then each of ``diagnoses``; if none
+    recognises the mistake, the largest difference is reported.
+    """
+    for number, case in enumerate(cases, start=1):
+        torch.manual_seed(seed + number)
+        got, problem = _call(function, case)
+        if problem:
+            return Result(exercise, False, problem)
+        torch.manual_seed(seed + number)
+        expected = reference(**case)
+        where = f"case {number} of {len(cases)}"
+        if not isinstance(got, torch.Tensor):
+            return Result(exercise, False, f"expected a torch.Tensor, got {type(got).__name__} ({where})")
+        if got.shape != expected.shape:
+            return Result(
+                exercise,
+                False,
+                f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)} ({where})",
+                ["one value per example: reduce over the samples, not over the batch"]
+                if got.numel() != expected.numel()
+                else [],
+            )
+        got = got.detach().to(expected.dtype)
+        if torch.allclose(got, expected, rtol=rtol, atol=atol):
+            continue
+        hints = [hint for diagnose in diagnoses if (hint := diagnose(got, expected, case))]
+        if hints:
+            return Result(exercise, False, f"not yet ({where})", hints)
+        gap = (got - expected).abs().max().item()
+        return Result(exercise, False, f"values differ from the reference by up to {gap:.3g} ({where})")
+    return Result(exercise, True, f"correct on all {len(cases)} cases")
