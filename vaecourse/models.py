@@ -199,11 +199,11 @@ class NonlinearToy(nn.Module):
         mean = self.decoder(z)
         return Independent(Normal(mean, torch.full_like(mean, self.noise_std)), 1)
 
-    def quadrature_grid(self) -> tuple[torch.Tensor, float]:
-        """Grid points ``[G, d]`` over [−L, L]^d and the log of the volume of one cell."""
-        axis = torch.linspace(-self.grid_limit, self.grid_limit, self.grid_size, dtype=self._anchor.dtype)
-        axis = axis.to(self._anchor.device)
-        log_cell = self.latent_dim * math.log(float(axis[1] - axis[0]))
+    def quadrature_grid(self, like: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+        """Grid points ``[G, d]`` over [−L, L]^d (dtype and device of ``like``) and the log-volume of one cell."""
+        like = self._anchor if like is None else like
+        axis = torch.linspace(-self.grid_limit, self.grid_limit, self.grid_size, dtype=like.dtype, device=like.device)
+        log_cell = self.latent_dim * math.log(2 * self.grid_limit / (self.grid_size - 1))  # exact, not rounded
         if self.latent_dim == 1:
             return axis[:, None], log_cell
         return torch.cartesian_prod(axis, axis), log_cell
@@ -211,7 +211,7 @@ class NonlinearToy(nn.Module):
     def log_marginal(self, x: torch.Tensor, chunk_size: int = 256) -> torch.Tensor:
         """log p(x) = log ∫ p(x|z) p(z) dz by quadrature on the grid (the integrand vanishes at its edges)."""
         check_last_dim(x, self.data_dim, "x")
-        grid, log_cell = self.quadrature_grid()
+        grid, log_cell = self.quadrature_grid(like=x)
         log_prior = self.prior.log_prob(grid)  # [G]
         flat = x.reshape(-1, self.data_dim)
         values = []
