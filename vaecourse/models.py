@@ -109,7 +109,8 @@ class LinearGaussian(nn.Module):
         covariance = torch.linalg.inv(precision)
         covariance = (covariance + covariance.T) / 2  # exactly symmetric for the Cholesky factorisation
         mean = (x - self.b) @ scaled_W @ covariance  # [..., d]
-        return MultivariateNormal(mean, covariance_matrix=covariance.expand(*mean.shape[:-1], -1, -1))
+        scale_tril = torch.linalg.cholesky(covariance)  # one factorisation, shared by every example
+        return MultivariateNormal(mean, scale_tril=scale_tril.expand(*mean.shape[:-1], -1, -1))
 
     def expected_log_likelihood(self, x: torch.Tensor, q: Distribution) -> torch.Tensor:
         """E_{q(z)}[log p(x | z, θ)] in closed form, for a Gaussian q over z (used by ``exact_elbo``).
