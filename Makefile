@@ -22,7 +22,7 @@ test: $(STAMP)
 ## the HTML book in _build/html, every notebook executed on the CPU; Sphinx warnings are errors
 book: $(STAMP)
 	rm -rf _build/html _build/jupyter_execute
-	$(BIN)/jupyter-book build . --all --warningiserror --nitpick --keep-going
+	VAECOURSE_WIDGETS=off $(BIN)/jupyter-book build . --all --warningiserror --nitpick --keep-going
 
 ## every page of the built book opened in headless Chromium; screenshots in _build/screenshots
 browser-check: $(STAMP)

@@ -9,6 +9,7 @@ after editing a chapter, with the small budget on the CPU, as the committed outp
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ import nbformat
 from nbclient import NotebookClient
 
 TIMEOUT_PER_CELL = 600
+# No one moves sliders here: the widget cells print a pointer instead (vaecourse.widgets), as in the tests.
+os.environ.setdefault("VAECOURSE_WIDGETS", "off")
 
 
 def merge_streams(cell) -> None:
