@@ -6,5 +6,23 @@ an overflow that log space would avoid. The result prints as a short verdict.
 """
 
 from .checking import Result, check_function
+from .elbo import check_elbo_monte_carlo, check_gaussian_entropy, check_mean_field_scale
+from .latent_models import check_log_joint, check_log_marginal_quadrature
+from .monte_carlo import check_effective_sample_size, check_log_marginal_naive, check_log_mean_exp
+from .reparameterization import check_gaussian_kl, check_rsample, check_score_function
 
-__all__ = ["Result", "check_function"]
+__all__ = [
+    "Result",
+    "check_effective_sample_size",
+    "check_elbo_monte_carlo",
+    "check_function",
+    "check_gaussian_entropy",
+    "check_gaussian_kl",
+    "check_log_joint",
+    "check_log_marginal_naive",
+    "check_log_marginal_quadrature",
+    "check_log_mean_exp",
+    "check_mean_field_scale",
+    "check_rsample",
+    "check_score_function",
+]
