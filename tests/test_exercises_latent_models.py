@@ -154,7 +154,7 @@ def log_of_sum(log_joint_on_grid, dz):
             "a mean over the G = 601 grid points and no cell width",
         ),
         (lambda log_joint_on_grid, dz: log_joint_on_grid.logsumexp(0) - math.log(dz), "Δz divides"),
-        (log_of_sum, "underflow; stay in log space"),
+        (log_of_sum, "underflows to 0 (and log 0 = -inf); stay in log space"),
         (lambda log_joint_on_grid, dz: -log_marginal_quadrature(log_joint_on_grid, dz), "opposite sign"),
         (lambda log_joint_on_grid, dz: log_marginal_quadrature(log_joint_on_grid, dz) + 1.0, "every value is off"),
     ],

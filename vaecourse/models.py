@@ -16,7 +16,7 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 
 from .checks import check_last_dim
 
-__all__ = ["LinearGaussian", "NonlinearToy", "standard_normal"]
+__all__ = ["LinearGaussian", "NonlinearToy", "gaussian_moments", "standard_normal"]
 
 
 def standard_normal(latent_dim: int, like: torch.Tensor) -> Distribution:
@@ -25,7 +25,7 @@ def standard_normal(latent_dim: int, like: torch.Tensor) -> Distribution:
     return Independent(Normal(zeros, torch.ones_like(zeros)), 1)
 
 
-def _gaussian_moments(q: Distribution) -> tuple[torch.Tensor, torch.Tensor]:
+def gaussian_moments(q: Distribution) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ``[..., d]`` and covariance ``[..., d, d]`` of a Gaussian q (Independent Normal or MultivariateNormal)."""
     if isinstance(q, MultivariateNormal):
         return q.mean, q.covariance_matrix
@@ -118,7 +118,7 @@ class LinearGaussian(nn.Module):
         With m, S the mean and covariance of q: −½ Σ_j [log 2πσ_j² + ((x − W m − b)_j² + (W S Wᵀ)_jj) / σ_j²].
         """
         check_last_dim(x, self.data_dim, "x")
-        mean, covariance = _gaussian_moments(q)
+        mean, covariance = gaussian_moments(q)
         check_last_dim(mean, self.latent_dim, "q's mean")
         variance = self.noise_std**2
         residual = x - mean @ self.W.T - self.b  # [..., D]

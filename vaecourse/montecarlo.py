@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
-from .models import LinearGaussian, _gaussian_moments
+from .models import LinearGaussian, gaussian_moments
 
 __all__ = [
     "ExponentialFit",
@@ -92,7 +92,7 @@ def relative_variance_is(model: LinearGaussian, x: torch.Tensor, proposal: Distr
     With q = p(z) this is :func:`relative_variance_naive`; with q = p(z|x, θ) it is 0.
     """
     posterior = model.posterior(x)
-    mean_q, covariance_q = _gaussian_moments(proposal)
+    mean_q, covariance_q = gaussian_moments(proposal)
     precision_post = torch.linalg.inv(posterior.covariance_matrix)  # [..., d, d]
     precision_q = torch.linalg.inv(covariance_q)
     precision = 2 * precision_post - precision_q  # P, [..., d, d]

@@ -63,8 +63,8 @@ def constant_offset(got, expected, case):
 def not_finite(got, expected, case):
     if bool(torch.isfinite(expected).all()) and not bool(torch.isfinite(got).all()):
         return (
-            "some values are inf or nan where the answer is finite: probabilities this small underflow; "
-            "stay in log space (torch.logsumexp) instead of exponentiating"
+            "some values are inf or nan where the answer is finite: exp of a large negative log-probability "
+            "underflows to 0 (and log 0 = -inf); stay in log space (torch.logsumexp) instead of exponentiating"
         )
     return None
 
@@ -78,8 +78,11 @@ def _call(function, case) -> tuple[object, str | None]:
     except NotImplementedError:
         return None, "not implemented yet: replace `raise NotImplementedError` with your code"
     except Exception as error:  # the learner's bug, reported rather than raised
-        frame = traceback.extract_tb(error.__traceback__)[-1]
-        return None, f"your function raised {type(error).__name__}: {error} (line {frame.lineno})"
+        frames = traceback.extract_tb(error.__traceback__)
+        code = getattr(function, "__code__", None)
+        own = [frame for frame in frames if code is not None and frame.filename == code.co_filename]
+        where = f" (line {own[-1].lineno} of your function)" if own else ""
+        return None, f"your function raised {type(error).__name__}: {error}{where}"
 
 
 def check_function(
