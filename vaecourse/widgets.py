@@ -9,6 +9,7 @@ them, and creating them there can stall the execution (jupyter/nbclient#312).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,10 @@ def interact(draw: Callable, **controls):
         name: control.build(name) if isinstance(control, Slider | Choice) else ipywidgets.fixed(control)
         for name, control in controls.items()
     }
-    box = ipywidgets.interactive(draw, **arguments)
+    @functools.wraps(draw)
+    def redraw(**values):  # the figure is the output; a returned Axes would be printed under it
+        draw(**values)
+
+    box = ipywidgets.interactive(redraw, **arguments)
     display(box)
     return box
