@@ -5,6 +5,7 @@ against the package's reference on a few cases and says what is wrong: a shape, 
 an overflow that log space would avoid. The result prints as a short verdict.
 """
 
+from .amortized import check_amortization_gap, check_encoder_output
 from .checking import Result, check_function
 from .elbo import check_elbo_monte_carlo, check_gaussian_entropy, check_mean_field_scale
 from .latent_models import check_log_joint, check_log_marginal_quadrature
@@ -13,8 +14,10 @@ from .reparameterization import check_gaussian_kl, check_rsample, check_score_fu
 
 __all__ = [
     "Result",
+    "check_amortization_gap",
     "check_effective_sample_size",
     "check_elbo_monte_carlo",
+    "check_encoder_output",
     "check_function",
     "check_gaussian_entropy",
     "check_gaussian_kl",
