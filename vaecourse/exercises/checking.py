@@ -98,8 +98,9 @@ def check_function(
 ) -> Result:
     """Run ``function(**case)`` and ``reference(**case)`` on each case (from the same seed) and compare.
 
-    The first case that disagrees is diagnosed: wrong type, wrong shape, then each of ``diagnoses``; if none
-    recognises the mistake, the largest difference is reported.
+    The first case that disagrees is diagnosed: wrong type, wrong shape, then ``diagnoses`` in order (put an
+    exercise's own before the general :data:`DEFAULT_DIAGNOSES`), and the first hint found is reported; if none
+    recognises the mistake, the largest difference is.
     """
     for number, case in enumerate(cases, start=1):
         torch.manual_seed(seed + number)
@@ -123,9 +124,9 @@ def check_function(
         got = got.detach().to(expected.dtype)
         if torch.allclose(got, expected, rtol=rtol, atol=atol):
             continue
-        hints = [hint for diagnose in diagnoses if (hint := diagnose(got, expected, case))]
-        if hints:
-            return Result(exercise, False, f"not yet ({where})", hints)
+        hint = next((hint for diagnose in diagnoses if (hint := diagnose(got, expected, case))), None)
+        if hint:  # the first diagnosis that recognises the mistake: exercise-specific ones come first
+            return Result(exercise, False, f"not yet ({where})", [hint])
         gap = (got - expected).abs().max().item()
         return Result(exercise, False, f"values differ from the reference by up to {gap:.3g} ({where})")
     return Result(exercise, True, f"correct on all {len(cases)} cases")

@@ -61,6 +61,12 @@ def _rsample_mistakes(got, expected, case):
         return "ε is not scaled by σ: z = μ + σ·ε"
     if _close(got, mean.expand_as(got)):
         return "the noise is missing: z = μ + σ·ε, with the ε that is passed in"
+    return None
+
+
+def _own_noise(got, expected, case):
+    """Tried after the general diagnoses (a sign slip also decorrelates z from ε)."""
+    mean, std, eps = case["mean"], case["std"], case["eps"]
     standardized = ((got - mean) / std).flatten()
     noise = eps.expand_as(got).flatten()
     if bool(standardized.std() > 0):
@@ -82,7 +88,7 @@ def check_rsample(function) -> Result:
         function,
         lambda mean, std, eps: reparameterize(mean, std, eps),
         cases,
-        diagnoses=(_rsample_mistakes, *DEFAULT_DIAGNOSES),
+        diagnoses=(_rsample_mistakes, *DEFAULT_DIAGNOSES, _own_noise),
     )
     return _with_shape_hint(result, "z has the broadcast shape of mean, std and eps: μ + σ·ε, elementwise")
 
