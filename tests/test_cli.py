@@ -1,0 +1,122 @@
+"""The command line, ``python -m vaecourse train | evaluate``, run as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vaecourse.cli import main
+
+
+def run(*args, check=True):
+    completed = subprocess.run([sys.executable, "-m", "vaecourse", *args], capture_output=True, text=True, timeout=300)
+    if check:
+        assert completed.returncode == 0, completed.stderr
+    return completed
+
+
+def test_help_documents_every_flag():
+    text = run("train", "--help").stdout
+    for flag in (
+        "--dataset",
+        "--prior",
+        "--latent-dim",
+        "--hidden-dims",
+        "--batch-size",
+        "--lr",
+        "--epochs",
+        "--seconds",
+        "--seed",
+        "--out",
+    ):
+        assert flag in text, flag
+    text = run("evaluate", "--help").stdout
+    for flag in ("--dataset", "--split", "--num-samples", "--max-examples"):
+        assert flag in text, flag
+
+
+def test_train_then_evaluate_on_digits(tmp_path):
+    out = tmp_path / "run"
+    completed = run(
+        "train",
+        "--dataset",
+        "digits",
+        "--latent-dim",
+        "2",
+        "--hidden-dims",
+        "32,16",
+        "--batch-size",
+        "64",
+        "--lr",
+        "0.003",
+        "--epochs",
+        "2",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert "2 epochs" in completed.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("images_per_second", "train_seconds", "epochs", "final_train_elbo", "final_valid_elbo"):
+        assert key in metrics, key
+    assert metrics["epochs"] == 2 and metrics["model"]["hidden_dims"] == [32, 16]
+    assert metrics["model"]["likelihood"] == "binomial" and metrics["train"]["seed"] == 1
+    completed = run(
+        "evaluate",
+        str(out / "model.pt"),
+        "--dataset",
+        "digits",
+        "--split",
+        "test",
+        "--num-samples",
+        "20",
+        "--max-examples",
+        "50",
+    )
+    assert "NLL = " in completed.stdout and "k = 20, 50 examples" in completed.stdout
+    result = json.loads((out / "eval-digits-test-k20.json").read_text())
+    assert result["examples"] == 50 and result["nll"] > 0 and result["standard_error"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--out", "x", "--latent-dim", "0"], "--latent-dim: expected a positive integer, got '0'"),
+        (["train", "--out", "x", "--hidden-dims", "400,abc"], "--hidden-dims: expected comma-separated"),
+        (["train", "--out", "x", "--lr", "-1"], "--lr: expected a positive number"),
+        (["train", "--out", "x", "--dataset", "cifar"], "invalid choice: 'cifar'"),
+        (["train", "--out", "x", "--epochs", "3", "--seconds", "5"], "not allowed with argument"),
+        (["train"], "the following arguments are required: --out"),
+        (["evaluate", "missing.pt"], "no checkpoint at missing.pt"),
+        (["train", "--out", "x", "--device", "tpu"], "unknown device 'tpu'"),
+    ],
+)
+def test_bad_flag_values_are_one_line_errors(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_evaluate_refuses_a_model_for_other_data(tmp_path):
+    out = tmp_path / "run"
+    run(
+        "train",
+        "--dataset",
+        "digits",
+        "--latent-dim",
+        "2",
+        "--hidden-dims",
+        "8",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-valid",
+    )
+    completed = run("evaluate", str(out / "model.pt"), "--dataset", "binarized-mnist", check=False)
+    assert completed.returncode == 2 and "trained on 64-pixel images" in completed.stderr

@@ -1,0 +1,273 @@
+"""The command line: ``python -m vaecourse train | evaluate`` (chapter 6). A thin layer that builds the configs.
+
+    python -m vaecourse train --dataset binarized-mnist --seconds 120 --out runs/cpu
+    python -m vaecourse evaluate runs/cpu/model.pt --dataset binarized-mnist --split test --num-samples 1000
+
+``train`` writes ``DIR/model.pt`` and ``DIR/metrics.json``; ``evaluate`` prints the test NLL with its standard
+error and writes it to a JSON file next to the model. Bad flag values are one-line errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import sys
+import time
+
+import torch
+
+from . import checkpoint, data, runtime
+from .evaluate import log_likelihood
+from .priors import PRIORS
+from .recipes import recipe
+from .train import TrainConfig, fit
+from .vae import VAEConfig
+
+__all__ = ["main"]
+
+LIKELIHOOD_OF = {"binarized-mnist": "bernoulli", "digits": "binomial"}
+
+
+class UsageError(Exception):
+    """A flag value that cannot be used; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the usage block
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _hidden_dims(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers such as 400 or 512,512, got {text!r}"
+        )
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m vaecourse",
+        description="Train and evaluate the VAEs of the course 'Variational Autoencoders: from the lecture to "
+        "working code'.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser(
+        "train",
+        help="train a VAE and write DIR/model.pt and DIR/metrics.json",
+        description="Train a VAE. Every flag left out takes the value of the recommended recipe for the device "
+        "(see vaecourse.recipes): the CPU recipe on a CPU, the GPU recipe on CUDA.",
+    )
+    train.add_argument(
+        "--dataset", choices=sorted(LIKELIHOOD_OF), default="binarized-mnist", help="the data (default: %(default)s)"
+    )
+    train.add_argument(
+        "--prior", choices=sorted(PRIORS), default="standard", help="the prior p(z) (default: %(default)s)"
+    )
+    train.add_argument("--latent-dim", type=_positive_int, help="dimension d of z")
+    train.add_argument(
+        "--hidden-dims",
+        type=_hidden_dims,
+        help="hidden layer widths of the encoder, e.g. 400 or 512,512 (the decoder mirrors them)",
+    )
+    train.add_argument("--batch-size", type=_positive_int, help="mini-batch size")
+    train.add_argument("--lr", type=_positive_float, help="Adam's learning rate (the peak, with a cosine schedule)")
+    train.add_argument("--schedule", choices=("constant", "cosine"), help="learning-rate schedule")
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=_positive_int, help="passes over the training set")
+    budget.add_argument("--seconds", type=_positive_float, help="a wall-clock training budget instead of epochs")
+    train.add_argument(
+        "--warmup-epochs", type=_non_negative_float, help="KL warm-up: β rises from 0 to 1 over this many epochs"
+    )
+    train.add_argument(
+        "--beta", type=_non_negative_float, default=1.0, help="weight of the KL term (default: %(default)s, the ELBO)"
+    )
+    train.add_argument("--patience", type=_positive_int, help="early stopping: epochs without a better validation ELBO")
+    train.add_argument("--train-size", type=_positive_int, help="use only the first N training examples")
+    train.add_argument("--no-valid", action="store_true", help="skip the validation ELBO after each epoch")
+    train.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: %(default)s)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    train.add_argument("--out", type=pathlib.Path, required=True, help="directory for model.pt and metrics.json")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="estimate the test NLL (IWAE) of a saved model",
+        description="Estimate -log p(x) in nats by importance sampling with k samples of the encoder per example, "
+        "and its standard error over the examples. Prints it and writes it to a JSON file.",
+    )
+    evaluate.add_argument("model", type=pathlib.Path, help="a model.pt written by 'train'")
+    evaluate.add_argument(
+        "--dataset", choices=sorted(LIKELIHOOD_OF), default="binarized-mnist", help="the data (default: %(default)s)"
+    )
+    evaluate.add_argument(
+        "--split", choices=("train", "valid", "test"), default="test", help="the split (default: %(default)s)"
+    )
+    evaluate.add_argument(
+        "--num-samples",
+        type=_positive_int,
+        default=1000,
+        help="importance samples k per example (default: %(default)s; papers use 5000)",
+    )
+    evaluate.add_argument("--max-examples", type=_positive_int, help="evaluate N evenly spaced examples of the split")
+    evaluate.add_argument(
+        "--batch-size", type=_positive_int, default=100, help="examples per batch (default: %(default)s)"
+    )
+    evaluate.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: %(default)s)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    evaluate.add_argument("--out", type=pathlib.Path, help="the JSON file to write (default: next to the model)")
+    return parser
+
+
+def _load_split(name: str, split: str, device: torch.device, max_examples: int | None = None, first: int | None = None):
+    dataset = data.load(name, split)
+    x = dataset.x
+    if first is not None:
+        x = x[:first]
+    if max_examples is not None and max_examples < len(x):
+        x = x[torch.linspace(0, len(x) - 1, max_examples).round().long()]
+    return x.to(device)
+
+
+def _train(args) -> dict:
+    device = runtime.device(args.device)
+    chosen = recipe(device.type).with_data(
+        data_dim=64 if args.dataset == "digits" else 784, likelihood=LIKELIHOOD_OF[args.dataset]
+    )
+    model_fields = {"prior": args.prior}
+    if args.latent_dim is not None:
+        model_fields["latent_dim"] = args.latent_dim
+    if args.hidden_dims is not None:
+        model_fields["hidden_dims"] = args.hidden_dims
+    model_config = VAEConfig(**{**chosen.model.to_dict(), **model_fields})
+    train_fields = {"seed": args.seed, "beta": args.beta, "progress": False if args.quiet else None}
+    for flag, name in (
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("schedule", "schedule"),
+        ("warmup_epochs", "warmup_epochs"),
+        ("patience", "patience"),
+    ):
+        if getattr(args, flag) is not None:
+            train_fields[name] = getattr(args, flag)
+    if args.seconds is not None:
+        train_fields.update(seconds=args.seconds, epochs=None)
+    elif args.epochs is not None:
+        train_fields.update(epochs=args.epochs, seconds=None)
+    train_config = TrainConfig(**{**chosen.train.to_dict(), **train_fields})
+
+    runtime.seed(args.seed)
+    x_train = _load_split(args.dataset, "train", device, first=args.train_size)
+    x_valid = None if args.no_valid else _load_split(args.dataset, "valid", device)
+    from .vae import VAE
+
+    model = VAE(model_config).to(device)
+    print(f"training on {device} ({chosen.name} recipe): {len(x_train)} examples of {args.dataset}", file=sys.stderr)
+    result = fit(model, x_train, x_valid, config=train_config)
+    metrics = {
+        "dataset": args.dataset,
+        "device": str(device),
+        "recipe": chosen.name,
+        "model": model_config.to_dict(),
+        "train": train_config.to_dict(),
+        **result.summary(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(model, args.out / "model.pt", train_config=train_config, metrics=metrics)
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    valid = f", valid ELBO {result.final_valid_elbo:.2f}" if result.final_valid_elbo is not None else ""
+    print(
+        f"{result.epochs} epochs in {result.train_seconds:.1f} s ({result.images_per_second:.0f} images/s); "
+        f"train ELBO {result.final_train_elbo:.2f}{valid} nats; wrote {args.out / 'model.pt'}"
+    )
+    return metrics
+
+
+def _evaluate(args) -> dict:
+    device = runtime.device(args.device)
+    model = checkpoint.load(args.model, map_location=device)
+    if model.config.data_dim != (64 if args.dataset == "digits" else 784):
+        raise UsageError(f"{args.model} was trained on {model.config.data_dim}-pixel images, not on {args.dataset}")
+    x = _load_split(args.dataset, args.split, device, args.max_examples)
+    start = time.perf_counter()
+    estimate = log_likelihood(model, x, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed)
+    seconds = time.perf_counter() - start
+    result = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "examples": len(x),
+        "num_samples": args.num_samples,
+        "nll": estimate.nll,
+        "standard_error": estimate.standard_error,
+        "seconds": seconds,
+        "device": str(device),
+    }
+    out = args.out or args.model.with_name(f"eval-{args.dataset}-{args.split}-k{args.num_samples}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{args.split} {estimate} in {seconds:.1f} s; wrote {out}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "train":
+            _train(args)
+        else:
+            _evaluate(args)
+    except (UsageError, ValueError, FileNotFoundError, data.DataUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,308 @@
+r"""The variational autoencoder of chapter 6: an encoder q_φ(z|x), a decoder p_θ(x|z) and a prior p(z).
+
+Each of the three is a module that returns a ``torch.distributions.Distribution``:
+
+- ``encode(x)``: q_φ(z|x) = N(μ_φ(x), diag σ²_φ(x)), a diagonal Gaussian per example (the lecture's encoder);
+- ``likelihood(z)`` (alias ``decode``): p_θ(x|z), independent pixels, Bernoulli for binary images and a binomial
+  over the grey levels k/16 for the 8×8 digits;
+- ``prior``: p(z), N(0, I) here; the learned priors of chapter 8 drop in.
+
+The loss is the lecture's ELBO, summed over pixels (a log-density of the whole image, in nats):
+
+.. math::  \mathcal L_{φ,θ}(x) = \mathbb E_{q_φ(z|x)}[\log p_θ(x \mid z)] - KL(q_φ(z \mid x) \,\|\, p(z)).
+
+The model has ``.prior`` and ``.likelihood(z)``, so every estimator of :mod:`vaecourse.estimators` evaluates it
+as it evaluates the small models of chapters 1-3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Bernoulli, Binomial, Distribution, Independent, Normal
+
+from . import estimators
+from .checks import check_num_samples
+from .priors import PRIORS, make_prior
+
+__all__ = ["LIKELIHOODS", "SCALES", "VAE", "GreyLevels", "SparseInputLinear", "VAEConfig"]
+
+LIKELIHOODS = ("bernoulli", "binomial")
+SCALES = ("softplus", "exp")
+_NO_SHAPE = torch.Size()
+
+
+@dataclass
+class VAEConfig:
+    """The shape of a :class:`VAE`: sizes, the likelihood and how the encoder keeps σ positive.
+
+    ``likelihood="bernoulli"`` is for binary pixels (binarized MNIST); ``"binomial"`` for grey levels
+    k/``levels`` (the 8×8 digits have 17 levels, 0..16). ``scale`` is ``"softplus"`` (σ = softplus(s) + floor) or
+    ``"exp"`` (σ = exp(s) + floor), with the floor ``min_scale``. ``sparse_input`` computes the first layer from the
+    non-zero pixels only (the same numbers, faster on a CPU for sparse images such as MNIST's 13 % ink).
+    """
+
+    data_dim: int = 784
+    latent_dim: int = 20
+    hidden_dims: tuple[int, ...] = (400,)
+    likelihood: str = "bernoulli"
+    levels: int = 16
+    scale: str = "softplus"
+    min_scale: float = 1e-4
+    prior: str = "standard"
+    prior_options: dict = field(default_factory=dict)
+    sparse_input: bool = False
+
+    def __post_init__(self):
+        self.hidden_dims = tuple(self.hidden_dims)
+        for name in ("data_dim", "latent_dim", "levels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"VAEConfig.{name} must be a positive int, got {value!r}")
+        if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in self.hidden_dims):
+            raise ValueError(f"VAEConfig.hidden_dims must be positive ints, e.g. (400,), got {self.hidden_dims!r}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"VAEConfig.likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.scale not in SCALES:
+            raise ValueError(f"VAEConfig.scale must be one of {SCALES}, got {self.scale!r}")
+        if not (isinstance(self.min_scale, float | int) and self.min_scale >= 0):
+            raise ValueError(f"VAEConfig.min_scale must be a number >= 0, got {self.min_scale!r}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"VAEConfig.prior must be one of {tuple(PRIORS)}, got {self.prior!r}")
+        self.prior_options = dict(self.prior_options)
+
+    def to_dict(self) -> dict:
+        """Plain values only (what a checkpoint stores, loadable with ``torch.load(weights_only=True)``)."""
+        return asdict(self)
+
+
+class GreyLevels(Binomial):
+    r"""A binomial over the grey levels k/n, k = 0..n: p(x) = C(n, nx) p^{nx} (1 − p)^{n − nx}.
+
+    ``log_prob``, ``sample`` and ``mean`` work with the pixel values x in [0, 1] (the data as loaded), so the
+    likelihood of a digit image is a probability of its exact grey levels, in nats. With n = 1 it is the Bernoulli.
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return super().log_prob(value * self.total_count)
+
+    def sample(self, sample_shape=_NO_SHAPE) -> torch.Tensor:
+        return super().sample(sample_shape) / self.total_count
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.probs
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return super().mode / self.total_count
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.probs * (1 - self.probs) / self.total_count
+
+
+def _bags(x: torch.Tensor, binary: bool):
+    """The non-zero entries of ``x`` ``[B, D]`` grouped by row: column indices, each row's offset, and the values
+    (``None`` for binary data, where every value is 1)."""
+    rows, cols = x.nonzero(as_tuple=True)  # sorted by row
+    offsets = torch.searchsorted(rows, torch.arange(x.shape[0], device=x.device))
+    return cols, offsets, None if binary else x[rows, cols]
+
+
+class _SparseInputMatmul(torch.autograd.Function):
+    """x W + b from the non-zero entries of x: for each row of x, the sum of the rows of W at its non-zero pixels,
+    weighted by their values (``embedding_bag``); and the weight gradient xᵀ g the same way, by pixel. The same
+    numbers as ``torch.addmm(b, x, W)`` and its gradient; x gets no gradient (it is data)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, binary):  # x [B, D], weight [D, H], bias [H]
+        cols, offsets, values = _bags(x, binary)
+        ctx.save_for_backward(x)
+        ctx.binary = binary
+        return F.embedding_bag(cols, weight, offsets, mode="sum", per_sample_weights=values) + bias
+
+    @staticmethod
+    def backward(ctx, grad):  # grad [B, H]
+        (x,) = ctx.saved_tensors
+        rows, offsets, values = _bags(x.t(), ctx.binary)  # the batch rows at each pixel
+        grad_weight = F.embedding_bag(rows, grad, offsets, mode="sum", per_sample_weights=values)  # [D, H]
+        return None, grad_weight, grad.sum(0), None
+
+
+class SparseInputLinear(nn.Module):
+    """The data layer, x ↦ x W + b with ``weight`` W ``[in_features, out_features]``.
+
+    With ``sparse=True`` it multiplies by the non-zero pixels only, which on a CPU is faster for sparse images
+    (binarized MNIST digits are 87 % background); the result is the same up to rounding. ``binary=True`` promises
+    0/1 inputs (the VAE checks them), which saves reading their values. Initialised as ``nn.Linear`` is.
+    """
+
+    def __init__(self, in_features: int, out_features: int, sparse: bool = False, binary: bool = False):
+        super().__init__()
+        self.in_features, self.out_features, self.sparse, self.binary = in_features, out_features, sparse, binary
+        reference = nn.Linear(in_features, out_features)  # the same initialisation as nn.Linear
+        self.weight = nn.Parameter(reference.weight.detach().t().contiguous())
+        self.bias = nn.Parameter(reference.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.sparse or x.requires_grad or x.ndim < 1 or x.numel() == 0:
+            if x.ndim == 2:
+                return torch.addmm(self.bias, x, self.weight)
+            return torch.matmul(x, self.weight) + self.bias
+        flat = x.reshape(-1, x.shape[-1])
+        return _SparseInputMatmul.apply(flat, self.weight, self.bias, self.binary).view(
+            *x.shape[:-1], self.out_features
+        )
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, sparse={self.sparse}"
+
+
+def _mlp(sizes: list[int], first: nn.Module | None = None) -> nn.Sequential:
+    """Linear layers with ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for index, (size_in, size_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        if index > 0:
+            layers.append(nn.ReLU())
+        layers.append(first if index == 0 and first is not None else nn.Linear(size_in, size_out))
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """q_φ(z|x) = N(μ_φ(x), diag σ²_φ(x)): an MLP from x to (μ, s), with σ = softplus(s) or exp(s), plus a floor."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        sizes = [config.data_dim, *config.hidden_dims, 2 * config.latent_dim]
+        first = SparseInputLinear(
+            sizes[0], sizes[1], sparse=config.sparse_input, binary=config.likelihood == "bernoulli"
+        )
+        self.net = _mlp(sizes, first)
+        self.scale, self.min_scale = config.scale, config.min_scale
+
+    def forward(self, x: torch.Tensor) -> Distribution:
+        loc, raw_scale = self.net(x).chunk(2, dim=-1)  # [..., d] each
+        scale = F.softplus(raw_scale) if self.scale == "softplus" else raw_scale.exp()
+        return Independent(Normal(loc, scale + self.min_scale, validate_args=False), 1)
+
+
+class Decoder(nn.Module):
+    """p_θ(x|z): an MLP from z to one logit per pixel, and independent pixels given z."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.net = _mlp([config.latent_dim, *reversed(config.hidden_dims), config.data_dim])
+        self.likelihood, self.levels = config.likelihood, config.levels
+
+    def forward(self, z: torch.Tensor) -> Distribution:
+        logits = self.net(z)  # [..., D]
+        if self.likelihood == "bernoulli":
+            return Independent(Bernoulli(logits=logits, validate_args=False), 1)
+        return Independent(GreyLevels(self.levels, logits=logits, validate_args=False), 1)
+
+
+class VAE(nn.Module):
+    r"""The variational autoencoder (chapter 6): ``VAE(VAEConfig(latent_dim=20, hidden_dims=(400,)))``.
+
+    >>> model = VAE(VAEConfig(data_dim=64, latent_dim=2, hidden_dims=(32,), likelihood="binomial"))
+    >>> x = torch.full((5, 64), 0.5)
+    >>> model.encode(x).batch_shape, model.encode(x).event_shape
+    (torch.Size([5]), torch.Size([2]))
+    >>> terms = model.elbo(x, num_samples=3)
+    >>> terms.elbo.shape, terms.z.shape
+    (torch.Size([5]), torch.Size([3, 5, 2]))
+    """
+
+    def __init__(self, config: VAEConfig | None = None, **overrides):
+        super().__init__()
+        if config is None:
+            config = VAEConfig(**overrides)
+        elif overrides:
+            config = VAEConfig(**{**config.to_dict(), **overrides})
+        if not isinstance(config, VAEConfig):
+            raise ValueError(f"config must be a VAEConfig, got {type(config).__name__}")
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.latent_prior = make_prior(config.prior, config.latent_dim, **config.prior_options)
+
+    # The three distributions -------------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> Distribution:
+        """q_φ(z|x), batch shape ``x.shape[:-1]``, event shape ``[latent_dim]``."""
+        self.check_data(x)
+        return self.encoder(x)
+
+    def likelihood(self, z: torch.Tensor) -> Distribution:
+        """p_θ(x|z), batch shape ``z.shape[:-1]``, event shape ``[data_dim]``."""
+        if not isinstance(z, torch.Tensor) or z.ndim == 0 or z.shape[-1] != self.config.latent_dim:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"z must have shape [..., {self.config.latent_dim}], got {shape}")
+        return self.decoder(z)
+
+    decode = likelihood
+
+    @property
+    def prior(self) -> Distribution:
+        """p(z), event shape ``[latent_dim]``."""
+        return self.latent_prior()
+
+    # What the chapter computes with them ---------------------------------------------------------------------------
+    def elbo(
+        self, x: torch.Tensor, num_samples: int = 1, beta: float = 1.0, analytic_kl: bool = True
+    ) -> estimators.ElboTerms:
+        r"""Per-example ``log_px_z`` (E_q[log p_θ(x|z)]), ``kl`` (KL(q_φ(z|x) ‖ p(z))) and
+        ``elbo = log_px_z − β·kl`` (the ELBO at β = 1; the β-VAE objective otherwise), estimated with
+        ``num_samples`` reparameterized samples ``z`` ``[S, ..., d]``. The KL is analytic where the prior allows it.
+        """
+        self.check_data(x)
+        return self._elbo(x, num_samples, beta, analytic_kl)
+
+    def _elbo(self, x, num_samples=1, beta=1.0, analytic_kl=True) -> estimators.ElboTerms:
+        """:meth:`elbo` without the input checks (the training loop checks the data set once)."""
+        terms = estimators.elbo(self, x, self.encoder(x), check_num_samples(num_samples), analytic_kl=analytic_kl)
+        if beta != 1.0:
+            terms.elbo = terms.log_px_z - beta * terms.kl
+        return terms
+
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
+        """``n`` images from the model, ``[n, data_dim]``: z ~ p(z), then the decoder's mean (the pixel
+        probabilities, as papers show them) or, with ``mean=False``, a draw x ~ p_θ(x|z)."""
+        check_num_samples(n, "n")
+        decoded = self.likelihood(self.prior.sample((n,)))
+        return decoded.mean if mean else decoded.sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean at the encoder's mean: E[x | z = μ_φ(x)], shaped like ``x``."""
+        return self.likelihood(self.encode(x).mean).mean
+
+    # Input checks ----------------------------------------------------------------------------------------------------
+    def check_data(self, x: torch.Tensor) -> None:
+        """``ValueError`` unless ``x`` is a float tensor ``[..., data_dim]`` with values the likelihood can score."""
+        size = self.config.data_dim
+        if not isinstance(x, torch.Tensor) or x.ndim == 0 or x.shape[-1] != size:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape [..., {size}] (flattened images of {size} pixels), got {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        if self.config.likelihood == "bernoulli":
+            if not bool(((x == 0) | (x == 1)).all()):
+                raise ValueError(
+                    "x must be binary (0 or 1) for a Bernoulli decoder; for grey levels in [0, 1] use "
+                    "VAEConfig(likelihood='binomial')"
+                )
+        else:
+            counts = x * self.config.levels
+            if not bool(((x >= 0) & (x <= 1) & ((counts - counts.round()).abs() < 1e-4)).all()):
+                raise ValueError(
+                    f"x must hold grey levels k/{self.config.levels} in [0, 1] for a binomial decoder "
+                    f"with {self.config.levels} levels"
+                )
+
+    def extra_repr(self) -> str:
+        return f"latent_dim={self.config.latent_dim}, likelihood={self.config.likelihood!r}"
