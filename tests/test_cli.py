@@ -120,3 +120,12 @@ def test_evaluate_refuses_a_model_for_other_data(tmp_path):
     )
     completed = run("evaluate", str(out / "model.pt"), "--dataset", "binarized-mnist", check=False)
     assert completed.returncode == 2 and "trained on 64-pixel images" in completed.stderr
+
+
+def test_learned_priors_from_the_command_line(tmp_path):
+    out = tmp_path / "vamp"
+    run("train", "--dataset", "digits", "--prior", "vamp", "--num-components", "20", "--latent-dim", "2",
+        "--hidden-dims", "16", "--epochs", "1", "--out", str(out), "--quiet")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"]["prior"] == "vamp" and metrics["model"]["prior_options"] == {"num_components": 20}
+    assert main(["train", "--dataset", "digits", "--prior", "flow", "--num-components", "3", "--out", str(out)]) == 2

@@ -1,11 +1,137 @@
-"""vaecourse.priors: the prior is a module returning a distribution (chapter 6's N(0, I))."""
+"""vaecourse.priors: each prior is a module returning a distribution whose sample and log_prob agree (chapters 6, 8)."""
 
 import math
 
 import pytest
 import torch
 
-from vaecourse.priors import StandardNormal, make_prior
+import vaecourse as vc
+from vaecourse.priors import FlowPrior, MixtureOfGaussians, StandardNormal, VampPrior, make_prior
+
+GRID = torch.linspace(-9, 9, 721, dtype=torch.float64)  # spacing 0.025
+STEP = (GRID[1] - GRID[0]).item()
+
+
+def two_d_priors():
+    """Each prior in 2-D, in float64, with parameters moved away from their initial values."""
+    torch.manual_seed(0)
+    mog = MixtureOfGaussians(2, num_components=4).double()
+    with torch.no_grad():
+        mog.logits.copy_(torch.tensor([0.5, -1.0, 0.0, 1.0]))
+        mog.loc.mul_(1.5)
+        mog.raw_scale.add_(torch.randn_like(mog.raw_scale) * 0.5)
+    encoder = vc.VAE(vc.VAEConfig(data_dim=6, latent_dim=2, hidden_dims=(8,), likelihood="binomial")).double().encoder
+    vamp = VampPrior(2, num_components=5, data_dim=6).double()
+    with torch.no_grad():
+        vamp.pseudo_logits.copy_(torch.randn(5, 6, dtype=torch.float64) * 3)
+    flow = FlowPrior(2, transforms=2, hidden_dims=(16,)).double()
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    return {
+        "standard": (StandardNormal(2).double(), ()),
+        "mog": (mog, ()),
+        "vamp": (vamp, (encoder,)),
+        "flow": (flow, ()),
+    }
+
+
+PRIOR_NAMES = ["standard", "mog", "vamp", "flow"]
+
+
+def density_on_grid(distribution):
+    z1, z2 = torch.meshgrid(GRID, GRID, indexing="ij")
+    points = torch.stack([z1, z2], dim=-1)  # [G, G, 2]
+    with torch.no_grad():
+        return distribution.log_prob(points).exp(), points
+
+
+@pytest.mark.parametrize("name", PRIOR_NAMES)
+def test_normalises_to_one_by_quadrature_in_2d(name):
+    module, args = two_d_priors()[name]
+    density, _ = density_on_grid(module(*args))
+    total = density.sum().item() * STEP**2
+    assert abs(total - 1) < 2e-3, total  # the grid covers ±9, far past every component
+
+
+@pytest.mark.parametrize("name", PRIOR_NAMES)
+def test_sample_and_log_prob_agree(name):
+    """Moments and a tail probability of 40 000 samples against quadrature of exp(log_prob), within 4 SE."""
+    module, args = two_d_priors()[name]
+    distribution = module(*args)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        samples = distribution.sample((40_000,)).double()  # [N, 2]
+    density, points = density_on_grid(distribution)
+    weights = density * STEP**2
+    tests = {
+        "z1": lambda z: z[..., 0],
+        "z2": lambda z: z[..., 1],
+        "z1^2": lambda z: z[..., 0] ** 2,
+        "z1 z2": lambda z: z[..., 0] * z[..., 1],
+        "P(z1 + z2 > 0.5)": lambda z: (z[..., 0] + z[..., 1] > 0.5).double(),
+    }
+    for label, f in tests.items():
+        values = f(samples)
+        standard_error = values.std().item() / math.sqrt(len(values))
+        quadrature = (f(points) * weights).sum().item()
+        # 4 SE, plus the quadrature's own error (about 1e-3 for these smooth densities)
+        assert abs(values.mean().item() - quadrature) < 4 * standard_error + 2e-3, (label, quadrature)
+
+
+@pytest.mark.parametrize("name", ["mog", "vamp", "flow"])
+def test_gradients_reach_every_parameter(name):
+    module, args = two_d_priors()[name]
+    distribution = module(*args)
+    z = torch.randn(64, 2, dtype=torch.float64)
+    distribution.log_prob(z).sum().backward()
+    for parameter_name, parameter in module.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, parameter_name
+    if distribution.has_rsample:  # the flow: reparameterized samples carry gradients too
+        module.zero_grad()
+        distribution = module(*args)
+        distribution.rsample((8,)).sum().backward()
+        assert all(p.grad is not None for p in module.parameters())
+
+
+def test_mixture_log_prob_is_the_mixture_formula():
+    """log Σ_k π_k Π_j N(z_j; μ_kj, σ_kj²): the logsumexp runs over components after summing over dimensions."""
+    module, _ = two_d_priors()["mog"]
+    z = torch.randn(10, 2, dtype=torch.float64)
+    weights = torch.softmax(module.logits, 0)
+    scale = torch.nn.functional.softplus(module.raw_scale) + module.min_scale
+    by_hand = torch.zeros(10, dtype=torch.float64)
+    for k in range(4):
+        density = torch.exp(-0.5 * ((z - module.loc[k]) / scale[k]) ** 2) / (scale[k] * math.sqrt(2 * math.pi))
+        by_hand += weights[k] * density.prod(-1)
+    assert torch.allclose(module().log_prob(z), by_hand.log(), atol=1e-10)
+
+
+@pytest.mark.parametrize(("prior", "options"), [("standard", {}), ("mog", {"num_components": 3}),
+                                                ("vamp", {"num_components": 4}), ("flow", {"transforms": 2})])
+def test_save_and_load_round_trip_with_each_prior(tmp_path, prior, options):
+    torch.manual_seed(0)
+    model = vc.VAE(vc.VAEConfig(data_dim=12, latent_dim=2, hidden_dims=(8,), prior=prior, prior_options=options))
+    x = (torch.rand(20, 12) < 0.3).float()
+    vc.fit(model, x, config=vc.TrainConfig(epochs=2, batch_size=5, progress=False))
+    restored = vc.load(vc.save(model, tmp_path / "model.pt"))
+    z = torch.randn(7, 2)
+    assert torch.allclose(model.prior.log_prob(z), restored.prior.log_prob(z))
+    assert restored.config.prior == prior and restored.config.prior_options == options
+
+
+def test_vamp_prior_starts_from_training_images():
+    torch.manual_seed(0)
+    model = vc.VAE(vc.VAEConfig(data_dim=12, latent_dim=2, hidden_dims=(8,), prior="vamp",
+                                prior_options={"num_components": 4}))
+    x = (torch.rand(30, 12) < 0.3).float()
+    vc.fit(model, x, config=vc.TrainConfig(epochs=1, batch_size=30, lr=1e-9, progress=False))
+    pseudo = model.latent_prior.pseudo_inputs
+    softened = 0.05 + 0.9 * x
+    assert all(any(torch.allclose(p, row, atol=1e-5) for row in softened) for p in pseudo)
+    assert bool(model.latent_prior.initialised)
+    with pytest.raises(ValueError, match="need at least as many examples"):
+        VampPrior(2, num_components=50, data_dim=12).initialise_from_data(x)
 
 
 def test_standard_normal_is_n_0_i_and_follows_the_model():
@@ -18,9 +144,16 @@ def test_standard_normal_is_n_0_i_and_follows_the_model():
     assert set(module.state_dict()) == {"loc", "scale"} and not list(module.parameters())
 
 
-def test_make_prior_rejects_unknown_names_and_bad_sizes():
+def test_make_prior_rejects_unknown_names_options_and_sizes():
     assert isinstance(make_prior("standard", 4), StandardNormal)
+    assert make_prior("mog", 4, num_components=7).num_components == 7
     with pytest.raises(ValueError, match="unknown prior"):
         make_prior("flowy", 4)
+    with pytest.raises(ValueError, match="does not take"):
+        make_prior("standard", 4, num_components=3)
+    with pytest.raises(ValueError, match="needs data_dim"):
+        make_prior("vamp", 4)
     with pytest.raises(ValueError, match="latent_dim"):
         StandardNormal(0)
+    with pytest.raises(ValueError, match="does not take"):
+        vc.VAEConfig(prior="mog", prior_options={"components": 3})

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--prior", choices=sorted(PRIORS), default="standard", help="the prior p(z) (default: %(default)s)"
     )
+    train.add_argument(
+        "--num-components", type=_positive_int, help="components K of the mog and vamp priors (default: 10 and 500)"
+    )
     train.add_argument("--latent-dim", type=_positive_int, help="dimension d of z")
     train.add_argument(
         "--hidden-dims",
@@ -181,7 +184,11 @@ def _train(args) -> dict:
     chosen = recipe(device.type).with_data(
         data_dim=64 if args.dataset == "digits" else 784, likelihood=LIKELIHOOD_OF[args.dataset]
     )
-    model_fields = {"prior": args.prior}
+    model_fields = {"prior": args.prior, "prior_options": {}}
+    if args.num_components is not None:
+        if args.prior not in ("mog", "vamp"):
+            raise UsageError(f"--num-components applies to the mog and vamp priors, not to {args.prior!r}")
+        model_fields["prior_options"] = {"num_components": args.num_components}
     if args.latent_dim is not None:
         model_fields["latent_dim"] = args.latent_dim
     if args.hidden_dims is not None:

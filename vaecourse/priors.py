@@ -1,17 +1,48 @@
 r"""Priors p(z) for the VAE: modules whose call returns a ``torch.distributions.Distribution`` (chapters 6 and 8).
 
 A prior is a module, like the encoder and the decoder, so that a learned prior p_λ(z) (chapter 8) trains with the
-rest of the model and drops into :class:`vaecourse.vae.VAE` with no other change: the VAE only ever asks for
-``prior()`` and uses its ``log_prob``, ``sample`` and ``rsample``. Chapter 6 uses the fixed N(0, I).
+rest of the model and drops into :class:`vaecourse.vae.VAE` with no other change: the VAE asks for ``prior()``
+(``prior(encoder)`` for the VampPrior, whose components are the encoder's posteriors) and uses its ``log_prob``,
+``sample`` and, where it exists, ``rsample``.
+
+- :class:`StandardNormal`: N(0, I), the lecture's prior (chapter 6);
+- :class:`MixtureOfGaussians`: Σ_k π_k N(μ_k, diag σ_k²) with learned weights, means and scales;
+- :class:`VampPrior`: (1/K) Σ_k q_φ(z | u_k), the aggregate posterior at K learned pseudo-inputs u_k
+  (Tomczak & Welling, 2018);
+- :class:`FlowPrior`: a masked autoregressive flow f_λ on z, log p_λ(z) = log N(f_λ(z); 0, I) + log |det J_f(z)|
+  (the lecture's flow prior), from the zuko library.
+
+No closed-form KL(q ‖ p) exists for the learned ones; the ELBO then estimates it by Monte Carlo
+(:func:`vaecourse.estimators.kl`).
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-from torch.distributions import Distribution, Independent, Normal
+import inspect
+import math
 
-__all__ = ["PRIORS", "StandardNormal", "make_prior"]
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+
+__all__ = [
+    "PRIORS",
+    "FlowPrior",
+    "MixtureOfGaussians",
+    "StandardNormal",
+    "VampPrior",
+    "check_prior_options",
+    "make_prior",
+]
+
+_SOFTPLUS_OF_ONE = math.log(math.e - 1)  # softplus(0.5413) = 1
+
+
+def _check_positive(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
 
 
 class StandardNormal(nn.Module):
@@ -24,11 +55,11 @@ class StandardNormal(nn.Module):
     (torch.Size([2]), -1.8379)
     """
 
+    uses_encoder = False
+
     def __init__(self, latent_dim: int):
         super().__init__()
-        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive int, got {latent_dim!r}")
-        self.latent_dim = latent_dim
+        self.latent_dim = _check_positive(latent_dim, "latent_dim")
         self.register_buffer("loc", torch.zeros(latent_dim))
         self.register_buffer("scale", torch.ones(latent_dim))
 
@@ -39,11 +70,135 @@ class StandardNormal(nn.Module):
         return f"latent_dim={self.latent_dim}"
 
 
-PRIORS = {"standard": StandardNormal}
+class MixtureOfGaussians(nn.Module):
+    r"""p_λ(z) = Σ_k π_k N(z; μ_k, diag σ_k²), K components with learned π (softmax of logits), μ and σ
+    (softplus) (chapter 8). The means start as draws from N(0, I) and the scales at 1, so the untrained prior
+    is close to N(0, I) but not symmetric.
+
+    >>> prior = MixtureOfGaussians(2, num_components=3)()
+    >>> prior.sample((5,)).shape, prior.log_prob(torch.zeros(4, 2)).shape
+    (torch.Size([5, 2]), torch.Size([4]))
+    """
+
+    uses_encoder = False
+
+    def __init__(self, latent_dim: int, num_components: int = 10, min_scale: float = 1e-3):
+        super().__init__()
+        self.latent_dim = _check_positive(latent_dim, "latent_dim")
+        self.num_components = _check_positive(num_components, "num_components")
+        self.min_scale = min_scale
+        self.logits = nn.Parameter(torch.zeros(num_components))
+        self.loc = nn.Parameter(torch.randn(num_components, latent_dim))
+        self.raw_scale = nn.Parameter(torch.full((num_components, latent_dim), _SOFTPLUS_OF_ONE))
+
+    def forward(self) -> Distribution:
+        components = Independent(
+            Normal(self.loc, F.softplus(self.raw_scale) + self.min_scale, validate_args=False), 1
+        )  # batch [K], event [d]
+        return MixtureSameFamily(Categorical(logits=self.logits, validate_args=False), components, validate_args=False)
+
+    def extra_repr(self) -> str:
+        return f"latent_dim={self.latent_dim}, num_components={self.num_components}"
 
 
-def make_prior(name: str, latent_dim: int, **options) -> nn.Module:
-    """The prior called ``name`` (``"standard"``; chapter 8 adds the learned ones) in ``latent_dim`` dimensions."""
+class VampPrior(nn.Module):
+    r"""p_λ(z) = (1/K) Σ_k q_φ(z | u_k): the encoder's posteriors at K learned pseudo-inputs u_k ∈ [0, 1]^D,
+    an approximation of the aggregate posterior q_avg(z) = (1/n) Σ_i q_φ(z | x_i) with K ≪ n components
+    (Tomczak & Welling, 2018; chapter 8). Call it with the encoder: ``prior(encoder)``.
+
+    The pseudo-inputs are ``sigmoid(pseudo_logits)``; :meth:`initialise_from_data` sets them to K training images
+    (softened to [0.05, 0.95]); before that they are uniform noise around 0.5.
+    """
+
+    uses_encoder = True
+
+    def __init__(self, latent_dim: int, num_components: int = 500, data_dim: int = 784):
+        super().__init__()
+        self.latent_dim = _check_positive(latent_dim, "latent_dim")
+        self.num_components = _check_positive(num_components, "num_components")
+        self.data_dim = _check_positive(data_dim, "data_dim")
+        self.pseudo_logits = nn.Parameter(0.1 * torch.randn(num_components, data_dim))
+        self.register_buffer("initialised", torch.tensor(False))
+
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        return torch.sigmoid(self.pseudo_logits)  # [K, D]
+
+    @torch.no_grad()
+    def initialise_from_data(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Set the pseudo-inputs to K distinct rows of ``x`` ``[N, D]`` (chosen at random), softened to
+        [0.05, 0.95] so that their logits are finite."""
+        if x.ndim != 2 or x.shape[1] != self.data_dim:
+            raise ValueError(f"x must be [N, {self.data_dim}], got {tuple(x.shape)}")
+        if len(x) < self.num_components:
+            raise ValueError(f"{self.num_components} pseudo-inputs need at least as many examples, got {len(x)}")
+        rows = torch.randperm(len(x), generator=generator, device=generator.device if generator else "cpu")
+        chosen = x[rows[: self.num_components].to(x.device)].to(self.pseudo_logits)
+        self.pseudo_logits.copy_(torch.logit(0.05 + 0.9 * chosen))
+        self.initialised.fill_(True)
+
+    def forward(self, encoder: nn.Module) -> Distribution:
+        components = encoder(self.pseudo_inputs)  # q(z | u_k): batch [K], event [d]
+        weights = torch.zeros(self.num_components, device=self.pseudo_logits.device, dtype=self.pseudo_logits.dtype)
+        return MixtureSameFamily(Categorical(logits=weights, validate_args=False), components, validate_args=False)
+
+    def extra_repr(self) -> str:
+        return f"latent_dim={self.latent_dim}, num_components={self.num_components}"
+
+
+class FlowPrior(nn.Module):
+    r"""p_λ(z) through a normalizing flow f_λ from z to ε ~ N(0, I) (the lecture's flow prior, chapter 8):
+
+    .. math::  \log p_λ(z) = \log \mathcal N(f_λ(z); 0, I) + \log \big|\det J_{f_λ}(z)\big|.
+
+    f_λ is a masked autoregressive flow (MAF) of ``transforms`` affine layers from the zuko library: its
+    ``log_prob`` is one network pass; ``sample`` inverts f_λ one coordinate at a time, and ``rsample`` exists.
+    """
+
+    uses_encoder = False
+
+    def __init__(self, latent_dim: int, transforms: int = 3, hidden_dims: tuple[int, ...] = (128, 128)):
+        super().__init__()
+        import zuko
+
+        self.latent_dim = _check_positive(latent_dim, "latent_dim")
+        self.transforms = _check_positive(transforms, "transforms")
+        self.hidden_dims = tuple(hidden_dims)
+        self.flow = zuko.flows.MAF(features=latent_dim, transforms=transforms, hidden_features=self.hidden_dims)
+
+    def forward(self) -> Distribution:
+        return self.flow()
+
+    def extra_repr(self) -> str:
+        return f"latent_dim={self.latent_dim}, transforms={self.transforms}, hidden_dims={self.hidden_dims}"
+
+
+PRIORS = {
+    "standard": StandardNormal,
+    "mog": MixtureOfGaussians,
+    "vamp": VampPrior,
+    "flow": FlowPrior,
+}
+
+
+def check_prior_options(name: str, options: dict) -> None:
+    """``ValueError`` unless ``name`` is a prior and ``options`` are arguments it takes (e.g. ``num_components``)."""
     if name not in PRIORS:
         raise ValueError(f"unknown prior {name!r}: expected one of {', '.join(map(repr, PRIORS))}")
+    parameters = inspect.signature(PRIORS[name]).parameters
+    unknown = sorted(set(options) - set(parameters) - {"latent_dim", "data_dim"})
+    if unknown:
+        accepted = sorted(set(parameters) - {"latent_dim", "data_dim"})
+        raise ValueError(f"prior {name!r} does not take {unknown}; it takes {accepted}")
+
+
+def make_prior(name: str, latent_dim: int, data_dim: int | None = None, **options) -> nn.Module:
+    """The prior called ``name`` (``"standard"``, ``"mog"``, ``"vamp"`` or ``"flow"``) in ``latent_dim``
+    dimensions; ``options`` go to its constructor (e.g. ``num_components``). The VampPrior also needs the data
+    dimension ``data_dim`` of its pseudo-inputs."""
+    check_prior_options(name, options)
+    if name == "vamp":
+        if data_dim is None:
+            raise ValueError("the VampPrior needs data_dim, the size of its pseudo-inputs")
+        options = {"data_dim": data_dim, **options}
     return PRIORS[name](latent_dim, **options)

@@ -26,7 +26,7 @@ from torch.distributions import Bernoulli, Binomial, Distribution, Independent, 
 
 from . import estimators
 from .checks import check_num_samples
-from .priors import PRIORS, make_prior
+from .priors import PRIORS, check_prior_options, make_prior
 
 __all__ = ["LIKELIHOODS", "SCALES", "VAE", "GreyLevels", "SparseInputLinear", "VAEConfig"]
 
@@ -73,6 +73,7 @@ class VAEConfig:
         if self.prior not in PRIORS:
             raise ValueError(f"VAEConfig.prior must be one of {tuple(PRIORS)}, got {self.prior!r}")
         self.prior_options = dict(self.prior_options)
+        check_prior_options(self.prior, self.prior_options)
 
     def to_dict(self) -> dict:
         """Plain values only (what a checkpoint stores, loadable with ``torch.load(weights_only=True)``)."""
@@ -228,7 +229,9 @@ class VAE(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.latent_prior = make_prior(config.prior, config.latent_dim, **config.prior_options)
+        self.latent_prior = make_prior(
+            config.prior, config.latent_dim, data_dim=config.data_dim, **config.prior_options
+        )
 
     # The three distributions -------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> Distribution:
@@ -247,7 +250,9 @@ class VAE(nn.Module):
 
     @property
     def prior(self) -> Distribution:
-        """p(z), event shape ``[latent_dim]``."""
+        """p(z), event shape ``[latent_dim]`` (a VampPrior is built from the encoder's posteriors)."""
+        if getattr(self.latent_prior, "uses_encoder", False):
+            return self.latent_prior(self.encoder)
         return self.latent_prior()
 
     # What the chapter computes with them ---------------------------------------------------------------------------
