@@ -1,0 +1,26 @@
+"""vaecourse.reproduce: the results table of chapter 8, run here with a tiny budget."""
+
+import json
+
+import torch
+
+import vaecourse as vc
+from vaecourse import reproduce
+
+
+def test_tiny_reproduce_writes_the_table_and_loadable_checkpoints(tmp_path, monkeypatch):
+    tiny = reproduce.ReproduceBudget("tiny", "cpu", seconds_per_prior=1.0, num_samples=5, test_examples=40,
+                                     surgery_examples=30, vamp_components=10)
+    monkeypatch.setitem(reproduce.BUDGETS, "tiny", tiny)
+    table = reproduce.reproduce("tiny", tmp_path, torch.device("cpu"), priors=("standard", "vamp"))
+    rows = {row["prior"]: row for row in table["rows"]}
+    assert set(rows) == {"standard", "vamp"} and rows["vamp"]["prior_options"] == {"num_components": 10}
+    for row in rows.values():
+        assert row["nll"] > 0 and row["nll_se"] > 0 and 1.0 <= row["train_seconds"] < 10
+        assert row["mutual_information"] <= 3.4012 + 4 * row["mutual_information_se"]  # log 30
+        assert -row["test_elbo"] >= row["nll"] - 4 * row["nll_se"]  # ELBO below the IWAE estimate
+    markdown = (tmp_path / "priors-tiny.md").read_text()
+    assert "| standard " in markdown and "85.57" in markdown and "tomczak2018vae" in markdown
+    assert json.loads((tmp_path / "priors-tiny.json").read_text())["rows"][0]["prior"] == "standard"
+    model = vc.load(tmp_path / "priors-tiny" / "vamp.pt")
+    assert model.config.prior == "vamp"

@@ -1,0 +1,146 @@
+"""The results table of chapter 8: the four priors trained with one shared recipe, side by side
+(``python -m vaecourse reproduce --budget cpu|gpu``).
+
+Each prior gets the same network, optimiser, schedule and training time (``cpu``: a wall-clock budget per prior;
+``gpu``: the GPU recipe's epochs). Each is then measured on the test set: the negative log-likelihood by IWAE
+with its standard error, the ELBO, and the ELBO-surgery terms (marginal KL and mutual information). The table
+is written as Markdown and JSON, next to the published numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+from dataclasses import dataclass
+
+import torch
+
+from . import checkpoint, data, surgery
+from .evaluate import log_likelihood
+from .recipes import recipe
+from .train import TrainConfig, fit, mean_elbo
+from .vae import VAE, VAEConfig
+
+__all__ = ["BUDGETS", "ReproduceBudget", "reproduce"]
+
+PRIOR_OPTIONS = {"standard": {}, "mog": {"num_components": 50}, "vamp": {"num_components": 500}, "flow": {}}
+
+PUBLISHED = [
+    ("VAE, N(0, I) prior, one stochastic layer (k = 5000)", "88.71", "burda2016importance"),
+    ("VAE, N(0, I) prior, two hidden layers of 300 units", "88.56", "tomczak2018vae"),
+    ("VAE, mixture-of-Gaussians prior (K = 500)", "86.55", "tomczak2018vae"),
+    ("VAE, VampPrior (K = 500 pseudo-inputs)", "85.57", "tomczak2018vae"),
+]
+
+
+@dataclass(frozen=True)
+class ReproduceBudget:
+    name: str
+    device_recipe: str  # "cpu" or "cuda": which recipe the shared network and optimiser come from
+    seconds_per_prior: float | None  # a wall-clock budget per prior, or None for the recipe's epochs
+    num_samples: int  # k of the IWAE estimate
+    test_examples: int | None  # evenly spaced test images (None: all 10 000)
+    surgery_examples: int  # test images over which q_avg is formed
+    vamp_components: int
+
+
+BUDGETS = {
+    "cpu": ReproduceBudget("cpu", "cpu", 150.0, 1000, 2000, 2000, 100),
+    "gpu": ReproduceBudget("gpu", "cuda", None, 5000, None, 10_000, 500),
+}
+
+
+def _evenly_spaced(x: torch.Tensor, count: int | None) -> torch.Tensor:
+    if count is None or count >= len(x):
+        return x
+    return x[torch.linspace(0, len(x) - 1, count).round().long()]
+
+
+def train_and_measure(prior: str, budget: ReproduceBudget, device: torch.device, out: pathlib.Path, seed: int = 0):
+    """Train one VAE with ``prior`` under ``budget`` and measure it; returns a dict of numbers."""
+    shared = recipe(budget.device_recipe)
+    options = dict(PRIOR_OPTIONS[prior])
+    if prior == "vamp":
+        options["num_components"] = budget.vamp_components
+    model_config = VAEConfig(**{**shared.model.to_dict(), "prior": prior, "prior_options": options})
+    fields = {**shared.train.to_dict(), "seed": seed, "progress": False}
+    if budget.seconds_per_prior is not None:
+        fields.update(epochs=None, seconds=budget.seconds_per_prior)
+    train_config = TrainConfig(**fields)
+
+    x_train = data.load("binarized-mnist", "train").x.to(device)
+    x_test = _evenly_spaced(data.load("binarized-mnist", "test").x, budget.test_examples).to(device)
+    torch.manual_seed(seed)
+    model = VAE(model_config).to(device)
+    result = fit(model, x_train, config=train_config)
+    start = time.perf_counter()
+    estimate = log_likelihood(model, x_test, num_samples=budget.num_samples, seed=seed)
+    terms = surgery.decompose(model, _evenly_spaced(x_test, budget.surgery_examples), num_samples=1, seed=seed)
+    row = {
+        "prior": prior,
+        "prior_options": options,
+        "nll": estimate.nll,
+        "nll_se": estimate.standard_error,
+        "test_elbo": mean_elbo(model, x_test),
+        "marginal_kl": terms.marginal_kl.value,
+        "marginal_kl_se": terms.marginal_kl.standard_error,
+        "mutual_information": terms.mutual_information.value,
+        "mutual_information_se": terms.mutual_information.standard_error,
+        "average_kl": terms.average_kl.value,
+        "train_seconds": result.train_seconds,
+        "epochs": result.epochs,
+        "eval_seconds": time.perf_counter() - start,
+    }
+    checkpoint.save(model, out / f"{prior}.pt", train_config=train_config, metrics=row)
+    return row
+
+
+def _markdown(budget: ReproduceBudget, rows: list[dict], device: str) -> str:
+    test = "all 10 000" if budget.test_examples is None else f"{budget.test_examples} evenly spaced"
+    lines = [
+        f"# Learned priors on binarized MNIST ({budget.name} budget)",
+        "",
+        f"Written by `python -m vaecourse reproduce --budget {budget.name}` on {device}. One shared recipe "
+        f"(`vaecourse.recipes`, {budget.device_recipe}); "
+        + (
+            f"each prior trained for {budget.seconds_per_prior:.0f} s of wall clock. "
+            if budget.seconds_per_prior
+            else "each prior trained for the recipe's epochs. "
+        )
+        + f"Test NLL: IWAE with k = {budget.num_samples} on {test} test images, ± one standard error. "
+        f"Marginal KL and mutual information (ELBO surgery) over {budget.surgery_examples} test images "
+        f"(MI ≤ log n = {math.log(budget.surgery_examples):.2f}).",
+        "",
+        "| prior | test NLL (nats) | test ELBO | marginal KL | MI | epochs | training (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['prior']} {row['prior_options'] or ''} | {row['nll']:.2f} ± {row['nll_se']:.2f} | "
+            f"{row['test_elbo']:.2f} | {row['marginal_kl']:.2f} ± {row['marginal_kl_se']:.2f} | "
+            f"{row['mutual_information']:.2f} ± {row['mutual_information_se']:.2f} | {row['epochs']} | "
+            f"{row['train_seconds']:.0f} |"
+        )
+    lines += ["", "Published numbers (test NLL, nats, k = 5000, trained to convergence):", ""]
+    lines += [f"- {label}: {value} ({source})" for label, value, source in PUBLISHED]
+    return "\n".join(lines) + "\n"
+
+
+def reproduce(budget_name: str, out_dir: pathlib.Path, device: torch.device, priors=tuple(PRIOR_OPTIONS)) -> dict:
+    """Train and measure each prior, write ``out_dir/priors-<budget>.md`` and ``.json`` and the checkpoints."""
+    if budget_name not in BUDGETS:
+        raise ValueError(f"unknown budget {budget_name!r}: expected one of {sorted(BUDGETS)}")
+    budget = BUDGETS[budget_name]
+    out_dir = pathlib.Path(out_dir)
+    checkpoints = out_dir / f"priors-{budget.name}"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for prior in priors:
+        rows.append(train_and_measure(prior, budget, device, checkpoints))
+        print(f"{prior}: NLL {rows[-1]['nll']:.2f} ± {rows[-1]['nll_se']:.2f} nats", flush=True)
+    table = {"budget": budget.name, "device": str(device), "rows": rows}
+    (out_dir / f"priors-{budget.name}.json").write_text(json.dumps(table, indent=2) + "\n")
+    (out_dir / f"priors-{budget.name}.md").write_text(_markdown(budget, rows, str(device)))
+    return table
