@@ -11,6 +11,7 @@ from .elbo import check_elbo_monte_carlo, check_gaussian_entropy, check_mean_fie
 from .latent_models import check_log_joint, check_log_marginal_quadrature
 from .monte_carlo import check_effective_sample_size, check_log_marginal_naive, check_log_mean_exp
 from .reparameterization import check_gaussian_kl, check_rsample, check_score_function
+from .vae import check_fixed_loss, check_training_step, check_vae_loss
 
 __all__ = [
     "Result",
@@ -18,6 +19,7 @@ __all__ = [
     "check_effective_sample_size",
     "check_elbo_monte_carlo",
     "check_encoder_output",
+    "check_fixed_loss",
     "check_function",
     "check_gaussian_entropy",
     "check_gaussian_kl",
@@ -28,4 +30,6 @@ __all__ = [
     "check_mean_field_scale",
     "check_rsample",
     "check_score_function",
+    "check_training_step",
+    "check_vae_loss",
 ]
