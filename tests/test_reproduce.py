@@ -20,7 +20,20 @@ def test_tiny_reproduce_writes_the_table_and_loadable_checkpoints(tmp_path, monk
         assert row["mutual_information"] <= 3.4012 + 4 * row["mutual_information_se"]  # log 30
         assert -row["test_elbo"] >= row["nll"] - 4 * row["nll_se"]  # ELBO below the IWAE estimate
     markdown = (tmp_path / "priors-tiny.md").read_text()
-    assert "| standard " in markdown and "85.57" in markdown and "tomczak2018vae" in markdown
+    assert "| N(0, I) |" in markdown and "| VampPrior, K = 10 |" in markdown
+    assert "85.57" in markdown and "tomczak2018vae" in markdown
     assert json.loads((tmp_path / "priors-tiny.json").read_text())["rows"][0]["prior"] == "standard"
     model = vc.load(tmp_path / "priors-tiny" / "vamp.pt")
     assert model.config.prior == "vamp"
+
+
+def test_a_subset_replaces_its_rows_and_keeps_the_others(tmp_path, monkeypatch):
+    tiny = reproduce.ReproduceBudget("tiny", "cpu", seconds_per_prior=0.5, num_samples=3, test_examples=20,
+                                     surgery_examples=10, vamp_components=5)
+    monkeypatch.setitem(reproduce.BUDGETS, "tiny", tiny)
+    reproduce.reproduce("tiny", tmp_path, torch.device("cpu"), priors=("standard", "mog"))
+    first = json.loads((tmp_path / "priors-tiny.json").read_text())["rows"]
+    reproduce.reproduce("tiny", tmp_path, torch.device("cpu"), priors=("mog",))
+    second = json.loads((tmp_path / "priors-tiny.json").read_text())["rows"]
+    assert [row["prior"] for row in second] == ["standard", "mog"]
+    assert second[0] == first[0] and second[1]["train_seconds"] != first[1]["train_seconds"]

@@ -83,3 +83,22 @@ def test_aggregate_posterior_of_a_model_and_bad_input(trained):
         AggregatePosterior(Normal(torch.zeros(3), torch.ones(3)))
     with pytest.raises(ValueError, match=r"\[n, D\]"):
         decompose(model, x[0])
+
+
+def test_q_avg_as_the_prior_zeroes_the_marginal_kl_and_raises_the_training_bound(trained):
+    model, _ = trained
+    x = vc.data.load("digits", "train").x[::5]  # 260 training images
+    torch.manual_seed(0)
+    standard = model.elbo(x, num_samples=20).elbo.mean().item()
+    terms = decompose(model, x, num_samples=20)
+    optimal = vc.VAE(model.config)
+    optimal.load_state_dict(model.state_dict())
+    optimal.latent_prior = vc.surgery.AggregatePrior(aggregate_posterior(model, x))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        with_q_avg = optimal.elbo(x, num_samples=20).elbo.mean().item()
+    # the ELBO gains the marginal KL (same encoder and decoder), up to the Monte Carlo error of both estimates
+    error = math.hypot(terms.marginal_kl.standard_error, terms.residual.standard_error)
+    assert with_q_avg - standard == pytest.approx(terms.marginal_kl.value, abs=4 * error)
+    after = decompose(optimal, x, num_samples=20)
+    assert abs(after.marginal_kl.value) < 4 * after.marginal_kl.standard_error + 1e-9

@@ -102,9 +102,8 @@ def test_analytic_and_monte_carlo_kl_agree_within_standard_error():
 def test_sparse_input_layer_equals_the_dense_one_in_value_and_gradient():
     torch.manual_seed(0)
     for x in (binary(9, 30), torch.rand(9, 30) * (torch.rand(9, 30) < 0.2), torch.zeros(4, 30)):
-        binary_data = bool(((x == 0) | (x == 1)).all())
         dense = SparseInputLinear(30, 7, sparse=False)
-        sparse = SparseInputLinear(30, 7, sparse=True, binary=binary_data)
+        sparse = SparseInputLinear(30, 7, sparse=True)
         sparse.load_state_dict(dense.state_dict())
         out_dense, out_sparse = dense(x), sparse(x)
         assert torch.allclose(out_dense, out_sparse, atol=1e-6)
@@ -113,7 +112,7 @@ def test_sparse_input_layer_equals_the_dense_one_in_value_and_gradient():
         out_sparse.backward(grad)
         assert torch.allclose(dense.weight.grad, sparse.weight.grad, atol=1e-5)
         assert torch.allclose(dense.bias.grad, sparse.bias.grad, atol=1e-5)
-    layer = SparseInputLinear(30, 7, sparse=True, binary=True)
+    layer = SparseInputLinear(30, 7, sparse=True)
     assert layer(binary(2, 3, 30)).shape == (2, 3, 7)  # leading batch dimensions are kept
 
 
@@ -218,3 +217,18 @@ def test_scale_floor_and_sampling_modes():
     assert ((draws == 0) | (draws == 1)).all()
     means = model.sample(5)
     assert ((means > 0) & (means < 1)).all()
+
+
+def test_sparse_input_layer_is_exact_for_grey_inputs_without_gradients():
+    """A VampPrior sends grey pseudo-inputs through the data layer, with and without autograd: same numbers."""
+    torch.manual_seed(0)
+    layer = SparseInputLinear(30, 7, sparse=True)
+    grey = torch.rand(5, 30)
+    with torch.no_grad():
+        assert torch.allclose(layer(grey), grey @ layer.weight + layer.bias, atol=1e-6)
+    model = small_vae(sparse_input=True, prior="vamp", prior_options={"num_components": 4})
+    z = torch.randn(6, 3)
+    with_grad = model.prior.log_prob(z)
+    with torch.no_grad():
+        without_grad = model.prior.log_prob(z)
+    assert torch.allclose(with_grad, without_grad, atol=1e-5)

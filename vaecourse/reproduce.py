@@ -97,6 +97,12 @@ def train_and_measure(prior: str, budget: ReproduceBudget, device: torch.device,
     return row
 
 
+def _label(row: dict) -> str:
+    names = {"standard": "N(0, I)", "mog": "mixture of Gaussians", "vamp": "VampPrior", "flow": "flow (MAF)"}
+    components = row["prior_options"].get("num_components")
+    return names[row["prior"]] + (f", K = {components}" if components else "")
+
+
 def _markdown(budget: ReproduceBudget, rows: list[dict], device: str) -> str:
     test = "all 10 000" if budget.test_examples is None else f"{budget.test_examples} evenly spaced"
     lines = [
@@ -118,7 +124,7 @@ def _markdown(budget: ReproduceBudget, rows: list[dict], device: str) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row['prior']} {row['prior_options'] or ''} | {row['nll']:.2f} ± {row['nll_se']:.2f} | "
+            f"| {_label(row)} | {row['nll']:.2f} ± {row['nll_se']:.2f} | "
             f"{row['test_elbo']:.2f} | {row['marginal_kl']:.2f} ± {row['marginal_kl_se']:.2f} | "
             f"{row['mutual_information']:.2f} ± {row['mutual_information_se']:.2f} | {row['epochs']} | "
             f"{row['train_seconds']:.0f} |"
@@ -129,7 +135,9 @@ def _markdown(budget: ReproduceBudget, rows: list[dict], device: str) -> str:
 
 
 def reproduce(budget_name: str, out_dir: pathlib.Path, device: torch.device, priors=tuple(PRIOR_OPTIONS)) -> dict:
-    """Train and measure each prior, write ``out_dir/priors-<budget>.md`` and ``.json`` and the checkpoints."""
+    """Train and measure each prior, write ``out_dir/priors-<budget>.md`` and ``.json`` and the checkpoints.
+
+    Run with a subset of ``priors``, it replaces those rows of an existing table and keeps the others."""
     if budget_name not in BUDGETS:
         raise ValueError(f"unknown budget {budget_name!r}: expected one of {sorted(BUDGETS)}")
     budget = BUDGETS[budget_name]
@@ -140,6 +148,10 @@ def reproduce(budget_name: str, out_dir: pathlib.Path, device: torch.device, pri
     for prior in priors:
         rows.append(train_and_measure(prior, budget, device, checkpoints))
         print(f"{prior}: NLL {rows[-1]['nll']:.2f} ± {rows[-1]['nll_se']:.2f} nats", flush=True)
+    existing = out_dir / f"priors-{budget.name}.json"
+    if existing.is_file():
+        kept = [row for row in json.loads(existing.read_text())["rows"] if row["prior"] not in priors]
+        rows = sorted(kept + rows, key=lambda row: list(PRIOR_OPTIONS).index(row["prior"]))
     table = {"budget": budget.name, "device": str(device), "rows": rows}
     (out_dir / f"priors-{budget.name}.json").write_text(json.dumps(table, indent=2) + "\n")
     (out_dir / f"priors-{budget.name}.md").write_text(_markdown(budget, rows, str(device)))

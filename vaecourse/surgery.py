@@ -17,12 +17,13 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.distributions import Distribution, Independent, Normal, constraints
 
 from . import estimators
 from .checks import check_num_samples
 
-__all__ = ["AggregatePosterior", "Estimate", "Surgery", "aggregate_posterior", "decompose"]
+__all__ = ["AggregatePosterior", "AggregatePrior", "Estimate", "Surgery", "aggregate_posterior", "decompose"]
 
 _CHUNK_ELEMENTS = 2**22
 
@@ -72,6 +73,24 @@ class AggregatePosterior(Distribution):
     @property
     def mean(self) -> torch.Tensor:
         return self.loc.mean(0)
+
+
+class AggregatePrior(nn.Module):
+    """q_avg of a data set used as the prior p(z) (the "optimal prior" of chapter 7): a module returning an
+    :class:`AggregatePosterior` with the posteriors' parameters frozen as buffers, so that it drops into
+    ``VAE.latent_prior``. It has n components (one per example): it makes the marginal KL zero on those examples
+    and costs n Gaussian densities per evaluation of log p(z)."""
+
+    uses_encoder = False
+
+    def __init__(self, q_avg: AggregatePosterior):
+        super().__init__()
+        self.register_buffer("loc", q_avg.loc.clone())
+        self.register_buffer("scale", q_avg.scale.clone())
+        self.chunk_size = q_avg.chunk_size
+
+    def forward(self) -> AggregatePosterior:
+        return AggregatePosterior(Independent(Normal(self.loc, self.scale, validate_args=False), 1), self.chunk_size)
 
 
 def aggregate_posterior(model, x: torch.Tensor, chunk_size: int | None = None) -> AggregatePosterior:

@@ -106,12 +106,12 @@ class GreyLevels(Binomial):
         return self.probs * (1 - self.probs) / self.total_count
 
 
-def _bags(x: torch.Tensor, binary: bool):
-    """The non-zero entries of ``x`` ``[B, D]`` grouped by row: column indices, each row's offset, and the values
-    (``None`` for binary data, where every value is 1)."""
+def _bags(x: torch.Tensor):
+    """The non-zero entries of ``x`` ``[B, D]`` grouped by row: their column indices, each row's offset into them,
+    and their values."""
     rows, cols = x.nonzero(as_tuple=True)  # sorted by row
     offsets = torch.searchsorted(rows, torch.arange(x.shape[0], device=x.device))
-    return cols, offsets, None if binary else x[rows, cols]
+    return cols, offsets, x[rows, cols]
 
 
 class _SparseInputMatmul(torch.autograd.Function):
@@ -120,31 +120,30 @@ class _SparseInputMatmul(torch.autograd.Function):
     numbers as ``torch.addmm(b, x, W)`` and its gradient; x gets no gradient (it is data)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, binary):  # x [B, D], weight [D, H], bias [H]
-        cols, offsets, values = _bags(x, binary)
+    def forward(ctx, x, weight, bias):  # x [B, D], weight [D, H], bias [H]
+        cols, offsets, values = _bags(x)
         ctx.save_for_backward(x)
-        ctx.binary = binary
         return F.embedding_bag(cols, weight, offsets, mode="sum", per_sample_weights=values) + bias
 
     @staticmethod
     def backward(ctx, grad):  # grad [B, H]
         (x,) = ctx.saved_tensors
-        rows, offsets, values = _bags(x.t(), ctx.binary)  # the batch rows at each pixel
+        rows, offsets, values = _bags(x.t())  # the batch rows at each pixel
         grad_weight = F.embedding_bag(rows, grad, offsets, mode="sum", per_sample_weights=values)  # [D, H]
-        return None, grad_weight, grad.sum(0), None
+        return None, grad_weight, grad.sum(0)
 
 
 class SparseInputLinear(nn.Module):
     """The data layer, x ↦ x W + b with ``weight`` W ``[in_features, out_features]``.
 
     With ``sparse=True`` it multiplies by the non-zero pixels only, which on a CPU is faster for sparse images
-    (binarized MNIST digits are 87 % background); the result is the same up to rounding. ``binary=True`` promises
-    0/1 inputs (the VAE checks them), which saves reading their values. Initialised as ``nn.Linear`` is.
+    (binarized MNIST digits are 87 % background); the result is the same up to rounding, for any input values
+    (the VampPrior feeds it grey pseudo-inputs). Initialised as ``nn.Linear`` is.
     """
 
-    def __init__(self, in_features: int, out_features: int, sparse: bool = False, binary: bool = False):
+    def __init__(self, in_features: int, out_features: int, sparse: bool = False):
         super().__init__()
-        self.in_features, self.out_features, self.sparse, self.binary = in_features, out_features, sparse, binary
+        self.in_features, self.out_features, self.sparse = in_features, out_features, sparse
         reference = nn.Linear(in_features, out_features)  # the same initialisation as nn.Linear
         self.weight = nn.Parameter(reference.weight.detach().t().contiguous())
         self.bias = nn.Parameter(reference.bias.detach().clone())
@@ -155,7 +154,7 @@ class SparseInputLinear(nn.Module):
                 return torch.addmm(self.bias, x, self.weight)
             return torch.matmul(x, self.weight) + self.bias
         flat = x.reshape(-1, x.shape[-1])
-        return _SparseInputMatmul.apply(flat, self.weight, self.bias, self.binary).view(
+        return _SparseInputMatmul.apply(flat, self.weight, self.bias).view(
             *x.shape[:-1], self.out_features
         )
 
@@ -179,9 +178,7 @@ class Encoder(nn.Module):
     def __init__(self, config: VAEConfig):
         super().__init__()
         sizes = [config.data_dim, *config.hidden_dims, 2 * config.latent_dim]
-        first = SparseInputLinear(
-            sizes[0], sizes[1], sparse=config.sparse_input, binary=config.likelihood == "bernoulli"
-        )
+        first = SparseInputLinear(sizes[0], sizes[1], sparse=config.sparse_input)
         self.net = _mlp(sizes, first)
         self.scale, self.min_scale = config.scale, config.min_scale
 
