@@ -37,3 +37,41 @@ def test_a_subset_replaces_its_rows_and_keeps_the_others(tmp_path, monkeypatch):
     second = json.loads((tmp_path / "priors-tiny.json").read_text())["rows"]
     assert [row["prior"] for row in second] == ["standard", "mog"]
     assert second[0] == first[0] and second[1]["train_seconds"] != first[1]["train_seconds"]
+
+
+def test_results_are_found_in_the_repository_and_their_address_is_the_repository(monkeypatch, tmp_path):
+    import pathlib
+    import tomllib
+
+    from vaecourse import results
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["urls"]["Repository"] == results.REPOSITORY
+    monkeypatch.chdir(root / "book")  # where a chapter runs
+    monkeypatch.delenv(results.RESULTS_ENV, raising=False)
+    assert results.results_dir("cpu", download=False) == root / "results"
+    table = json.loads((results.results_dir("cpu") / "priors-cpu.json").read_text())
+    assert [row["prior"] for row in table["rows"]] == ["standard", "mog", "vamp", "flow"]
+
+
+def test_missing_results_fail_clearly_offline_and_leave_nothing_behind(monkeypatch, tmp_path):
+    from vaecourse import data, results
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VAECOURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(results.RESULTS_ENV, raising=False)
+    monkeypatch.setenv(results.URL_ENV, "http://127.0.0.1:9/results")  # the discard port: connection refused
+    try:
+        results.results_dir("cpu", download=False)
+    except FileNotFoundError as error:
+        assert "python -m vaecourse reproduce --budget cpu" in str(error)
+    else:
+        raise AssertionError("expected FileNotFoundError")
+    try:
+        results.results_dir("cpu")
+    except data.DataUnavailableError as error:
+        assert "could not download http://127.0.0.1:9/results/priors-cpu.json" in str(error)
+    else:
+        raise AssertionError("expected DataUnavailableError")
+    leftovers = list((tmp_path / "cache").rglob("*")) if (tmp_path / "cache").exists() else []
+    assert all(path.is_dir() for path in leftovers), leftovers

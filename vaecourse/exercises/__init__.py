@@ -10,7 +10,9 @@ from .checking import Result, check_function
 from .elbo import check_elbo_monte_carlo, check_gaussian_entropy, check_mean_field_scale
 from .latent_models import check_log_joint, check_log_marginal_quadrature
 from .monte_carlo import check_effective_sample_size, check_log_marginal_naive, check_log_mean_exp
+from .priors import check_flow_log_prob, check_mixture_log_prob
 from .reparameterization import check_gaussian_kl, check_rsample, check_score_function
+from .surgery import check_log_q_avg, check_mutual_information
 from .vae import check_fixed_loss, check_training_step, check_vae_loss
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "check_elbo_monte_carlo",
     "check_encoder_output",
     "check_fixed_loss",
+    "check_flow_log_prob",
     "check_function",
     "check_gaussian_entropy",
     "check_gaussian_kl",
@@ -27,7 +30,10 @@ __all__ = [
     "check_log_marginal_naive",
     "check_log_marginal_quadrature",
     "check_log_mean_exp",
+    "check_log_q_avg",
     "check_mean_field_scale",
+    "check_mixture_log_prob",
+    "check_mutual_information",
     "check_rsample",
     "check_score_function",
     "check_training_step",

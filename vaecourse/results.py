@@ -1,0 +1,65 @@
+"""Where chapter 8 finds the results table of ``python -m vaecourse reproduce`` and its checkpoints.
+
+In a clone of the repository (a laptop, Binder, CI) they are the committed files in ``results/``. Elsewhere
+(Colab installs only the package) they are downloaded once from the repository into the package's cache, each
+file written to a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+from . import data
+
+__all__ = ["REPOSITORY", "results_dir"]
+
+REPOSITORY = "https://github.com/vaecourse/vae-course"  # the same address as _config.yml and pyproject.toml
+RESULTS_ENV = "VAECOURSE_RESULTS"  # a folder holding priors-<budget>.json and priors-<budget>/
+URL_ENV = "VAECOURSE_RESULTS_URL"  # where to download them from (default: the repository's results/)
+PRIORS = ("standard", "mog", "vamp", "flow")
+
+
+def _needed(budget: str) -> list[str]:
+    return [f"priors-{budget}.json", f"priors-{budget}.md"] + [f"priors-{budget}/{name}.pt" for name in PRIORS]
+
+
+def results_dir(budget: str = "cpu", download: bool = True) -> pathlib.Path:
+    """The folder with ``priors-<budget>.json``, ``.md`` and the checkpoints ``priors-<budget>/<prior>.pt``.
+
+    Looked for in ``$VAECOURSE_RESULTS``, ``./results``, ``../results`` (a chapter runs in ``book/``) and the
+    cache; otherwise downloaded from the repository into the cache (``download=False`` raises instead).
+    """
+    if budget not in ("cpu", "gpu"):
+        raise ValueError(f"budget must be 'cpu' or 'gpu', got {budget!r}")
+    needed = _needed(budget)
+    candidates = [pathlib.Path(os.environ[RESULTS_ENV])] if os.environ.get(RESULTS_ENV) else []
+    cache = data.cache_dir() / "results"
+    candidates += [pathlib.Path.cwd() / "results", pathlib.Path.cwd().parent / "results", cache]
+    for folder in candidates:
+        if all((folder / name).is_file() for name in needed):
+            return folder
+    advice = (
+        f"run `python -m vaecourse reproduce --budget {budget} --out DIR` (about 15 minutes on a CPU for the cpu "
+        f"budget) and set {RESULTS_ENV}=DIR"
+    )
+    if not download:
+        raise FileNotFoundError(f"the {budget} results are not in {', '.join(map(str, candidates))}: {advice}")
+    base = os.environ.get(URL_ENV, f"{REPOSITORY}/raw/main/results").rstrip("/")
+    for name in needed:
+        target = cache / name
+        if target.is_file():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                data._stream(f"{base}/{name}", file, name)
+            os.replace(temporary, target)
+        except Exception as error:
+            pathlib.Path(temporary).unlink(missing_ok=True)
+            raise data.DataUnavailableError(
+                f"could not download {base}/{name} ({type(error).__name__}: {error}); {advice}"
+            ) from error
+    return cache
