@@ -72,6 +72,24 @@ def not_finite(got, expected, case):
 DEFAULT_DIAGNOSES: tuple[Diagnosis, ...] = (not_finite, sign_flipped, constant_offset)
 
 
+def require_function(function, name: str, example: str = "my_function") -> None:
+    """``TypeError`` unless the learner passed a function (a common slip: passing its result)."""
+    if not callable(function):
+        raise TypeError(
+            f"{name} expects your function itself, e.g. {name}({example}), not its result: "
+            f"got {type(function).__name__}"
+        )
+
+
+def close_enough(got: torch.Tensor, candidate: torch.Tensor) -> bool:
+    """Same shape, a finite candidate, and equal to float precision (the checkers compare in float64)."""
+    return (
+        got.shape == candidate.shape
+        and bool(torch.isfinite(candidate).all())
+        and bool(torch.allclose(got, candidate, rtol=1e-5, atol=1e-6))
+    )
+
+
 def _call(function, case) -> tuple[object, str | None]:
     try:
         return function(**case), None

@@ -19,31 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
-from .checking import DEFAULT_DIAGNOSES, Result, check_function
+from .checking import DEFAULT_DIAGNOSES, Result, check_function, close_enough, require_function
 
 __all__ = ["check_flow_log_prob", "check_mixture_log_prob", "flow_log_prob", "mixture_log_prob"]
 
 _DTYPE = torch.float64
 
 
-def _require_function(function, name: str) -> None:
-    if not callable(function):
-        raise TypeError(
-            f"{name} expects your function itself, e.g. {name}(my_function), not its result: "
-            f"got {type(function).__name__}"
-        )
-
-
-def _close(got: torch.Tensor, candidate: torch.Tensor) -> bool:
-    return (
-        got.shape == candidate.shape
-        and bool(torch.isfinite(candidate).all())
-        and bool(torch.allclose(got, candidate, rtol=1e-5, atol=1e-6))
-    )
-
-
 def _first_hint(got: torch.Tensor, variants) -> str | None:
-    return next((hint for candidate, hint in variants if _close(got, candidate)), None)
+    return next((hint for candidate, hint in variants if close_enough(got, candidate)), None)
 
 
 # --- Exercise 1: the mixture prior's log-density ----------------------------------------------------------------
@@ -145,7 +129,7 @@ def check_mixture_log_prob(function: Callable) -> Result:
     the coordinates), σ² or √σ where σ belongs, logits used as log-weights, softmax weights outside the log, missing
     weights, a max or a weighted mean of log-densities in place of the logsumexp, and exp that underflows.
     """
-    _require_function(function, "check_mixture_log_prob")
+    require_function(function, "check_mixture_log_prob")
     return check_function(
         "mixture_log_prob",
         function,
@@ -282,7 +266,7 @@ def check_flow_log_prob(function: Callable) -> Result:
     Diagnoses the sign of the log-determinant, a missing base density or log-determinant, the base density at z
     instead of f_λ(z), and a missing −(d/2) log 2π.
     """
-    _require_function(function, "check_flow_log_prob")
+    require_function(function, "check_flow_log_prob")
     return check_function(
         "flow_log_prob",
         function,

@@ -20,27 +20,11 @@ from collections.abc import Callable
 import torch
 from torch.distributions import Independent, Normal
 
-from .checking import DEFAULT_DIAGNOSES, Result, check_function
+from .checking import DEFAULT_DIAGNOSES, Result, check_function, close_enough, require_function
 
 __all__ = ["check_log_q_avg", "check_mutual_information", "log_q_avg", "mutual_information"]
 
 _DTYPE = torch.float64
-
-
-def _require_function(function, name: str) -> None:
-    if not callable(function):
-        raise TypeError(
-            f"{name} expects your function itself, e.g. {name}(my_function), not its result: "
-            f"got {type(function).__name__}"
-        )
-
-
-def _close(got: torch.Tensor, candidate: torch.Tensor) -> bool:
-    return (
-        got.shape == candidate.shape
-        and bool(torch.isfinite(candidate).all())
-        and bool(torch.allclose(got, candidate, rtol=1e-5, atol=1e-6))
-    )
 
 
 # --- The references ---------------------------------------------------------------------------------------------
@@ -127,7 +111,7 @@ def _log_q_avg_mistakes(got, expected, case):
             "mean, logsumexp over the components − log n",
         ),
     ]
-    return next((hint for candidate, hint in variants if _close(got, candidate)), None)
+    return next((hint for candidate, hint in variants if close_enough(got, candidate)), None)
 
 
 def check_log_q_avg(function: Callable) -> Result:
@@ -135,7 +119,7 @@ def check_log_q_avg(function: Callable) -> Result:
     mixture of the n diagonal Gaussians N(``loc[i]``, diag ``scale[i]``²), ``loc``, ``scale`` ``[n, d]`` (chapter 7).
     Diagnoses a missing −log n, a logsumexp per coordinate, σ² or √σ for σ, a mean or a sum of log-densities,
     exp-then-log underflow."""
-    _require_function(function, "check_log_q_avg")
+    require_function(function, "check_log_q_avg")
     return check_function(
         "log q_avg",
         function,
@@ -214,7 +198,7 @@ def _mutual_information_mistakes(got, expected, case):
             "you summed over the examples: the MI is the mean, (1/n) Σ_i",
         ),
     ]
-    return next((hint for candidate, hint in variants if _close(got, candidate)), None)
+    return next((hint for candidate, hint in variants if close_enough(got, candidate)), None)
 
 
 def check_mutual_information(function: Callable) -> Result:
@@ -222,7 +206,7 @@ def check_mutual_information(function: Callable) -> Result:
     I_q[x, z], with z_i = ``z[i]`` one draw from q(z|x_i) = N(``loc[i]``, diag ``scale[i]``²), ``[n, d]`` each
     (chapter 7). Diagnoses a missing −log n, a reversed sign, a mean of log-densities inside q_avg, a mean of
     ratios or densities before the log, the example's own component left out, σ², a sum over the examples."""
-    _require_function(function, "check_mutual_information")
+    require_function(function, "check_mutual_information")
     result = check_function(
         "mutual information",
         function,

@@ -23,26 +23,11 @@ import torch.nn.functional as F
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from ..vae import VAE, VAEConfig
-from .checking import DEFAULT_DIAGNOSES, Result, _call, check_function
+from .checking import DEFAULT_DIAGNOSES, Result, _call, check_function, close_enough, require_function
 
 __all__ = ["check_fixed_loss", "check_training_step", "check_vae_loss"]
 
 _DTYPE = torch.float64
-
-
-def _require_function(function, name: str) -> None:
-    if not callable(function):
-        raise TypeError(
-            f"{name} expects your function itself, e.g. {name}(vae_loss), not its result: got {type(function).__name__}"
-        )
-
-
-def _close(got: torch.Tensor, candidate: torch.Tensor) -> bool:
-    return (
-        got.shape == candidate.shape
-        and bool(torch.isfinite(candidate).all())
-        and bool(torch.allclose(got, candidate, rtol=1e-5, atol=1e-6))
-    )
 
 
 # --- The reference and its parts -------------------------------------------------------------------------------
@@ -164,7 +149,7 @@ def _loss_mistakes(got, expected, case):
             "the arguments of binary_cross_entropy are swapped: it takes (input, target) = (probabilities, data)",
         )
     )
-    return next((hint for candidate, hint in variants if _close(got, candidate)), None)
+    return next((hint for candidate, hint in variants if close_enough(got, candidate)), None)
 
 
 def _reduction_hint(got, case) -> str | None:
@@ -202,7 +187,7 @@ def _reduction_hint(got, case) -> str | None:
             + "; use reduction='none' and sum over the pixels, one value per example",
         ),
     ]
-    return next((hint for value, hint in scalars if _close(got.reshape(()), value)), None)
+    return next((hint for value, hint in scalars if close_enough(got.reshape(()), value)), None)
 
 
 def _with_reduction_hint(result: Result, function, case, generic: str) -> Result:
@@ -223,7 +208,7 @@ def check_vae_loss(function: Callable) -> Result:
     a sign, σ for σ², log σ for log σ², a missing ½, a mean over the batch, swapped arguments, logits taken for
     probabilities.
     """
-    _require_function(function, "check_vae_loss")
+    require_function(function, "check_vae_loss", "vae_loss")
     cases = _loss_cases([(4, 784, 8), (6, 20, 2), (3, 9, 5)], seed=6)
     result = check_function("vae_loss", function, negative_elbo, cases, diagnoses=(_loss_mistakes, *DEFAULT_DIAGNOSES))
     return _with_reduction_hint(
@@ -283,14 +268,14 @@ def _fixed_loss_mistakes(got, expected, case):
             "the KL is added to the loss, not subtracted: −ELBO = −log p(x|z) + KL",
         ),
     ]
-    return next((hint for candidate, hint in variants if _close(got, candidate)), None)
+    return next((hint for candidate, hint in variants if close_enough(got, candidate)), None)
 
 
 def check_fixed_loss(function: Callable) -> Result:
     """Check ``function(x, logits, mean, std) -> scalar``: the training loss, the mean over the batch of
     −log p_θ(x|z*) + KL(q ‖ N(0, I)), repaired from :func:`buggy_loss`, which averages over the pixels and the latent
     coordinates (chapter 6). Diagnoses each part left averaged, a sum over the batch, a sign."""
-    _require_function(function, "check_fixed_loss")
+    require_function(function, "check_fixed_loss", "vae_loss")
     cases = _loss_cases([(5, 784, 16), (8, 30, 3), (2, 12, 6)], seed=16)
     result = check_function(
         "fixed loss", function, _training_loss, cases, diagnoses=(_fixed_loss_mistakes, *DEFAULT_DIAGNOSES)
@@ -298,7 +283,7 @@ def check_fixed_loss(function: Callable) -> Result:
     if not result.passed and result.message.startswith("expected shape"):
         got, problem = _call(function, cases[0])
         per_example = negative_elbo(**cases[0])
-        if not problem and isinstance(got, torch.Tensor) and _close(got.detach().to(_DTYPE), per_example):
+        if not problem and isinstance(got, torch.Tensor) and close_enough(got.detach().to(_DTYPE), per_example):
             result.details = [
                 "one value per example is exercise 1's answer: the training loss averages it over the batch"
             ]
@@ -412,7 +397,7 @@ def check_training_step(function: Callable) -> Result:
     a missing zero_grad or step, an ascent, z cut from the encoder (``sample``, ``detach``), noise other than ``eps``,
     σ² for σ, a mean over the pixels, a sum over the batch, a missing KL.
     """
-    _require_function(function, "check_training_step")
+    require_function(function, "check_training_step", "vae_loss")
     exercise = "training_step"
     cases = [_step_case(seed, *shape) for seed, shape in ((1, (8, 12, 2)), (2, (5, 12, 3)))]
     for number, case in enumerate(cases, start=1):
