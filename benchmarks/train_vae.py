@@ -115,7 +115,7 @@ def main() -> None:
 
     x_train = vc.data.load("binarized-mnist", "train").x
     x_test_all = vc.data.load("binarized-mnist", "test").x
-    x_test = x_test_all[torch.linspace(0, len(x_test_all) - 1, args.test_examples).round().long()]
+    x_test = vc.data.evenly_spaced(x_test_all, args.test_examples)
     cpu_recipe = vc.recipes.recipe("cpu")
     print(
         f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "

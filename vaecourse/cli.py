@@ -178,9 +178,7 @@ def _load_split(name: str, split: str, device: torch.device, max_examples: int |
     x = dataset.x
     if first is not None:
         x = x[:first]
-    if max_examples is not None and max_examples < len(x):
-        x = x[torch.linspace(0, len(x) - 1, max_examples).round().long()]
-    return x.to(device)
+    return data.evenly_spaced(x, max_examples).to(device)
 
 
 def _train(args) -> dict:

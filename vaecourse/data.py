@@ -134,6 +134,18 @@ def load(name: str, split: str = "train") -> Dataset:
     return _load_binarized_mnist(split)
 
 
+def evenly_spaced(x: torch.Tensor, count: int | None) -> torch.Tensor:
+    """``count`` rows of ``x`` at equal strides, first and last included (all of ``x`` if ``count`` is ``None`` or
+    not smaller). The binarized MNIST files are sorted by digit, so a subset must be spread, never ``x[:count]``.
+
+    >>> evenly_spaced(torch.arange(10), 4)
+    tensor([0, 3, 6, 9])
+    """
+    if count is None or count >= len(x):
+        return x
+    return x[torch.linspace(0, len(x) - 1, count).round().long()]
+
+
 def cache_dir() -> pathlib.Path:
     """Where the course caches what it computed: ``$VAECOURSE_CACHE``, else ``$XDG_CACHE_HOME/vaecourse``,
     else ``~/.cache/vaecourse``. Chapter "Setting up: device, data and budgets"."""

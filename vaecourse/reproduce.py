@@ -52,12 +52,6 @@ BUDGETS = {
 }
 
 
-def _evenly_spaced(x: torch.Tensor, count: int | None) -> torch.Tensor:
-    if count is None or count >= len(x):
-        return x
-    return x[torch.linspace(0, len(x) - 1, count).round().long()]
-
-
 def train_and_measure(prior: str, budget: ReproduceBudget, device: torch.device, out: pathlib.Path, seed: int = 0):
     """Train one VAE with ``prior`` under ``budget`` and measure it; returns a dict of numbers."""
     shared = recipe(budget.device_recipe)
@@ -71,13 +65,13 @@ def train_and_measure(prior: str, budget: ReproduceBudget, device: torch.device,
     train_config = TrainConfig(**fields)
 
     x_train = data.load("binarized-mnist", "train").x.to(device)
-    x_test = _evenly_spaced(data.load("binarized-mnist", "test").x, budget.test_examples).to(device)
+    x_test = data.evenly_spaced(data.load("binarized-mnist", "test").x, budget.test_examples).to(device)
     torch.manual_seed(seed)
     model = VAE(model_config).to(device)
     result = fit(model, x_train, config=train_config)
     start = time.perf_counter()
     estimate = log_likelihood(model, x_test, num_samples=budget.num_samples, seed=seed)
-    terms = surgery.decompose(model, _evenly_spaced(x_test, budget.surgery_examples), num_samples=1, seed=seed)
+    terms = surgery.decompose(model, data.evenly_spaced(x_test, budget.surgery_examples), num_samples=1, seed=seed)
     row = {
         "prior": prior,
         "prior_options": options,
