@@ -2,6 +2,7 @@
 
     python benchmarks/train_vae.py                 # the full run: about 10 minutes on a 2-core CPU
     python benchmarks/train_vae.py --quick         # a 1-minute smoke run of the same code
+    python benchmarks/train_vae.py --skip-throughput --prior flow   # the quality row with chapter 8's flow prior
 
 Rows printed (and written as JSON with --out):
 
@@ -9,8 +10,8 @@ Rows printed (and written as JSON with --out):
    (DataLoader over a TensorDataset, sigmoid + BCE, Adam) and vaecourse.fit, alternated for ``--rounds`` rounds so
    that both see the same machine; the medians and their ratio;
 2. quality at equal wall clock: each trained for ``--seconds`` (reference: its own recipe; vaecourse: the
-   recommended recipe for the device), then test NLL by IWAE with k = ``--num-samples`` on ``--test-examples``
-   evenly spaced test images, with the standard error;
+   recommended recipe for the device, with its N(0, I) prior or the one ``--prior`` names), then test NLL by IWAE
+   with k = ``--num-samples`` on ``--test-examples`` evenly spaced test images, with the standard error;
 3. on a CUDA GPU only: the full GPU recipe, test NLL with k = 5000 on the whole test set, training and
    evaluation time.
 """
@@ -54,13 +55,13 @@ def throughput(x, rounds: int, seconds: float, sparse: bool) -> dict:
     }
 
 
-def quality(x_train, x_test, seconds: float, num_samples: int, recipe) -> dict:
+def quality(x_train, x_test, seconds: float, num_samples: int, recipe, prior: str = "standard") -> dict:
     start = time.perf_counter()
     reference, _ = reference_vae.train(x_train, seconds, seed=0)
     reference_seconds = time.perf_counter() - start
     reference_ll = vc.log_likelihood(reference_vae.Evaluable(reference), x_test, num_samples=num_samples)
 
-    model = vc.VAE(recipe.model)
+    model = vc.VAE(recipe.model, prior=prior)
     config = vc.TrainConfig(**{**recipe.train.to_dict(), "epochs": None, "seconds": seconds, "progress": False})
     result = vc.fit(model, x_train, config=config)
     ours_ll = vc.log_likelihood(model, x_test, num_samples=num_samples)
@@ -72,6 +73,7 @@ def quality(x_train, x_test, seconds: float, num_samples: int, recipe) -> dict:
             "train_seconds": result.train_seconds,
             "epochs": result.epochs,
             "recipe": recipe.name,
+            "prior": prior,
         },
         "difference": reference_ll.nll - ours_ll.nll,
         "num_samples": num_samples,
@@ -107,6 +109,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120.0, help="training time for the quality rows")
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--test-examples", type=int, default=2000)
+    parser.add_argument(
+        "--prior",
+        choices=tuple(vc.priors.PRIORS),
+        default="standard",
+        help="the prior of vaecourse's model in the quality row (default: the recipe's N(0, I); chapter 8's learned "
+        "priors drop in)",
+    )
     parser.add_argument("--skip-throughput", action="store_true", help="only the quality rows")
     parser.add_argument("--out", type=pathlib.Path)
     args = parser.parse_args()
@@ -130,22 +139,27 @@ def main() -> None:
         else throughput(x_train, args.rounds, args.round_seconds, sparse=cpu_recipe.model.sparse_input)
     )
     print(f"quality at {args.seconds:.0f} s of training:", flush=True)
-    score = quality(x_train, x_test, args.seconds, args.num_samples, cpu_recipe)
+    score = quality(x_train, x_test, args.seconds, args.num_samples, cpu_recipe, prior=args.prior)
     gpu = gpu_run(vc.recipes.recipe("cuda")) if torch.cuda.is_available() else None
 
     k, n = score["num_samples"], score["test_examples"]
     print()
     print("| | reference (PyTorch examples) | vaecourse |")
     print("|---|---|---|")
-    print(
-        f"| training images/s, 784-400-20, batch 128 (median of {speed['rounds']}) | "
-        f"{speed['reference']:.0f} | {speed['vaecourse']:.0f} ({speed['ratio']:.2f}×) |"
-    )
+    if args.skip_throughput:
+        print("| training images/s, 784-400-20, batch 128 | skipped (--skip-throughput) | |")
+    else:
+        print(
+            f"| training images/s, 784-400-20, batch 128 (median of {speed['rounds']}) | "
+            f"{speed['reference']:.0f} | {speed['vaecourse']:.0f} ({speed['ratio']:.2f}×) |"
+        )
     print(
         f"| test NLL after {args.seconds:.0f} s of training (k = {k}, {n} test images) | "
         f"{score['reference']['nll']:.2f} ± {score['reference']['se']:.2f} | "
         f"{score['vaecourse']['nll']:.2f} ± {score['vaecourse']['se']:.2f} "
-        f"({score['difference']:.2f} nats lower; {score['vaecourse']['epochs']} epochs) |"
+        f"({score['difference']:.2f} nats lower; {score['vaecourse']['epochs']} epochs"
+        + ("" if args.prior == "standard" else f"; {args.prior} prior")
+        + ") |"
     )
     if gpu is None:
         print("| GPU recipe, test NLL (k = 5000, 10 000 test images) | | no CUDA GPU here: not measured |")
