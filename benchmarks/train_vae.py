@@ -1,6 +1,6 @@
 """Benchmark: vaecourse's VAE training against the PyTorch-examples reference, side by side in one run.
 
-    python benchmarks/train_vae.py                 # the full run: about 10 minutes on a 2-core CPU
+    python benchmarks/train_vae.py                 # the full run: about 7 minutes on a 2-core CPU
     python benchmarks/train_vae.py --quick         # a 1-minute smoke run of the same code
     python benchmarks/train_vae.py --skip-throughput --prior flow   # the quality row with chapter 8's flow prior
 
