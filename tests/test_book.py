@@ -49,6 +49,42 @@ def test_repository_url_is_the_same_in_config_pyproject_and_every_setup_cell():
         assert match.group(1) == url, f"{path.name}: {match.group(1)} != {url} (_config.yml)"
 
 
+def test_every_setup_cell_pins_the_release_of_pyproject():
+    """Colab installs the package from the tag vX.Y.Z of pyproject's version, never from the moving main."""
+    release = "v" + tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for path in NOTEBOOKS:
+        source = first_code_cell(path)
+        match = re.search(r'RELEASE = "([^"]+)"', source)
+        assert match, f"{path.name}: the first code cell does not set RELEASE"
+        assert match.group(1) == release, f"{path.name}: RELEASE = {match.group(1)}, pyproject.toml says {release}"
+        assert 'f"vaecourse @ git+{REPOSITORY}@{RELEASE}"' in source, f"{path.name}: the install is not pinned"
+
+
+# What Colab's image brings; the set-up cell installs the package with --no-deps and adds the rest.
+COLAB_PROVIDES = {"torch", "numpy", "matplotlib", "scikit-learn", "tqdm", "ipywidgets"}
+
+
+def _pins(lines) -> dict[str, str]:
+    pins = {}
+    for line in lines:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)==([^\s#]+)", line.split("#")[0].strip())
+        if match:
+            pins[match.group(1).lower()] = match.group(2)
+    return pins
+
+
+def test_every_setup_cell_installs_only_what_colab_lacks_and_keeps_its_torch():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    needed = {re.split(r"[<>=!~ \[;]", dep, maxsplit=1)[0].lower() for dep in pyproject["project"]["dependencies"]}
+    pinned = _pins((ROOT / "requirements.txt").read_text().splitlines())
+    lacking = {name: pinned[name] for name in needed - COLAB_PROVIDES}
+    for path in NOTEBOOKS:
+        source = first_code_cell(path)
+        assert '"--no-deps"' in source, f"{path.name}: without --no-deps pip may replace Colab's torch"
+        installs = _pins(re.findall(r'"([A-Za-z0-9_.-]+==[^"]+)"', source))
+        assert installs == lacking, f"{path.name}: installs {installs}, Colab lacks {lacking} (requirements.txt)"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_each_notebook_opens_with_the_colab_only_setup_cell(path):
     source = first_code_cell(path)
