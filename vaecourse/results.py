@@ -1,8 +1,9 @@
 """Where chapter 8 finds the results table of ``python -m vaecourse reproduce`` and its checkpoints.
 
 In a clone of the repository (a laptop, Binder, CI) they are the committed files in ``results/``. Elsewhere
-(Colab installs only the package) they are downloaded once from the repository into the package's cache, each
-file written to a temporary name and renamed when complete.
+(Colab installs only the package) they are downloaded once into the package's cache from the repository as it
+was at this package's release (the tag ``v<version>``), each file written to a temporary name and renamed when
+complete.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ __all__ = ["REPOSITORY", "results_dir"]
 
 REPOSITORY = "https://github.com/vaecourse/vae-course"  # the same address as _config.yml and pyproject.toml
 RESULTS_ENV = "VAECOURSE_RESULTS"  # a folder holding priors-<budget>.json and priors-<budget>/
-URL_ENV = "VAECOURSE_RESULTS_URL"  # where to download them from (default: the repository's results/)
+URL_ENV = "VAECOURSE_RESULTS_URL"  # where to download them from (default: results/ at the release's tag)
 PRIORS = ("standard", "mog", "vamp", "flow")
 
 
@@ -46,7 +47,9 @@ def results_dir(budget: str = "cpu", download: bool = True) -> pathlib.Path:
     )
     if not download:
         raise FileNotFoundError(f"the {budget} results are not in {', '.join(map(str, candidates))}: {advice}")
-    base = os.environ.get(URL_ENV, f"{REPOSITORY}/raw/main/results").rstrip("/")
+    from . import __version__  # the tag of the release, whose results match this package
+
+    base = os.environ.get(URL_ENV, f"{REPOSITORY}/raw/v{__version__}/results").rstrip("/")
     for name in needed:
         target = cache / name
         if target.is_file():
