@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test book browser-check notebooks lint clean
+.PHONY: test book book-execute browser-check notebooks lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,10 +19,23 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-## the HTML book in _build/html, every notebook executed on the CPU; Sphinx warnings are errors
+BOOK_FLAGS := --all --warningiserror --nitpick --keep-going
+
+## the HTML book in _build/html from the notebooks' committed outputs (nothing is executed: _config.yml has
+## execute_notebooks "off"; `make test` re-executes every chapter and compares); Sphinx warnings are errors
 book: $(STAMP)
 	rm -rf _build/html _build/jupyter_execute
-	VAECOURSE_WIDGETS=off $(BIN)/jupyter-book build . --all --warningiserror --nitpick --keep-going
+	VAECOURSE_WIDGETS=off $(BIN)/jupyter-book build . $(BOOK_FLAGS)
+
+## the same book with every chapter executed again on the CPU while it is built (about 5 minutes), from a
+## copy of _config.yml that differs only in execute_notebooks (it stays next to _config.yml, whose relative
+## paths it shares, and is removed afterwards)
+book-execute: $(STAMP)
+	rm -rf _build/html _build/jupyter_execute
+	$(BIN)/python -c "import yaml; c = yaml.safe_load(open('_config.yml')); c['execute']['execute_notebooks'] = 'force'; \
+	  yaml.safe_dump(c, open('.config-execute.yml', 'w'), sort_keys=False, allow_unicode=True)"
+	VAECOURSE_WIDGETS=off $(BIN)/jupyter-book build . --config .config-execute.yml $(BOOK_FLAGS); \
+	  status=$$?; rm -f .config-execute.yml; exit $$status
 
 ## every page of the built book opened in headless Chromium; screenshots in _build/screenshots
 browser-check: $(STAMP)
