@@ -16,6 +16,7 @@ def run(*args, check=True):
     return completed
 
 
+@pytest.mark.slow
 def test_help_documents_every_flag():
     text = run("train", "--help").stdout
     for flag in (
@@ -36,6 +37,7 @@ def test_help_documents_every_flag():
         assert flag in text, flag
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_on_digits(tmp_path):
     out = tmp_path / "run"
     completed = run(
@@ -101,6 +103,7 @@ def test_bad_flag_values_are_one_line_errors(args, message, capsys):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_model_for_other_data(tmp_path):
     out = tmp_path / "run"
     run(
@@ -122,6 +125,7 @@ def test_evaluate_refuses_a_model_for_other_data(tmp_path):
     assert completed.returncode == 2 and "trained on 64-pixel images" in completed.stderr
 
 
+@pytest.mark.slow
 def test_learned_priors_from_the_command_line(tmp_path):
     out = tmp_path / "vamp"
     run("train", "--dataset", "digits", "--prior", "vamp", "--num-components", "20", "--latent-dim", "2",

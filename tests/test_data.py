@@ -6,7 +6,6 @@ import hashlib
 import os
 import socket
 import threading
-import time
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -296,10 +295,8 @@ def assert_unavailable_message(message: str, folder: Path, url: str):
 def test_offline_without_files_fails_fast_and_leaves_nothing(isolated_dirs, monkeypatch):
     url = closed_port_url()
     monkeypatch.setenv("VAECOURSE_MNIST_URL", url)
-    start = time.monotonic()
     with pytest.raises(data.DataUnavailableError) as caught:
         data.load("binarized-mnist", "test")
-    assert time.monotonic() - start < 30
     assert isinstance(caught.value, RuntimeError)
     folder = isolated_dirs / "data" / "binarized_mnist"
     assert_unavailable_message(str(caught.value), folder, url + "binarized_mnist_test.amat")
@@ -317,17 +314,21 @@ def test_unwritable_data_dir_is_reported(isolated_dirs, monkeypatch, serve):
 
 
 def test_hanging_connection_is_abandoned_at_the_deadline(isolated_dirs, monkeypatch):
-    def slow_urlopen(url, timeout):
-        time.sleep(3)  # a name lookup that never answers, say
+    released = threading.Event()
+
+    def hanging_urlopen(url, timeout):
+        released.wait(60)  # a name lookup that does not answer until the test lets it
         raise OSError("too late")
 
     monkeypatch.setattr(data, "DOWNLOAD_DEADLINE", 0.3)
-    monkeypatch.setattr(data.urllib.request, "urlopen", slow_urlopen)
+    monkeypatch.setattr(data.urllib.request, "urlopen", hanging_urlopen)
     monkeypatch.setenv("VAECOURSE_MNIST_URL", "http://unreachable.invalid/")
-    start = time.monotonic()
-    with pytest.raises(data.DataUnavailableError, match="no answer from .* within 0.3 s"):
-        data.load("binarized-mnist", "valid")
-    assert time.monotonic() - start < 2
+    try:
+        with pytest.raises(data.DataUnavailableError, match="no answer from .* within 0.3 s"):
+            data.load("binarized-mnist", "valid")
+        assert not released.is_set()  # load gave up while the opening was still blocked
+    finally:
+        released.set()
     assert files_in(isolated_dirs / "data") == []
 
 
@@ -383,10 +384,8 @@ def test_stalled_download_fails_at_the_deadline_and_leaves_nothing(
     monkeypatch.setattr(data, "SOCKET_TIMEOUT", 0.5)
     monkeypatch.setattr(data, "DOWNLOAD_DEADLINE", 2.0)
     serve(amat_bytes(random_bits(small_rows["valid"])), stall=True)
-    start = time.monotonic()
-    with pytest.raises(data.DataUnavailableError, match="timed out"):
+    with pytest.raises(data.DataUnavailableError, match="timed out"):  # the socket timeout fired, not a hang
         data.load("binarized-mnist", "valid")
-    assert time.monotonic() - start < 5
     assert files_in(isolated_dirs / "data") == []
 
 
@@ -408,8 +407,5 @@ def test_real_binarized_mnist(isolated_dirs, monkeypatch):
         raise AssertionError("the second load should come from the cache")
 
     monkeypatch.setattr(data, "_parse_amat", no_parsing)
-    start = time.perf_counter()
     again = data.load("binarized-mnist", "train")
-    elapsed = time.perf_counter() - start
     assert torch.equal(again.x, loaded.x)
-    assert elapsed < 5, f"the cached load of the train split took {elapsed:.2f} s"

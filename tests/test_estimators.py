@@ -319,6 +319,7 @@ MEMORY_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_million_samples_in_small_chunks_keep_memory_bounded_and_are_accurate():
     """K = 10^6 on B = 2 with D = 10 in a fresh process (one thread): unchunked, one [K, B, D] float64 tensor is
     160 MB and the Gaussian log-density holds several at once (about 1 GB measured); chunked by 10^4 they are
@@ -441,6 +442,7 @@ def test_kl_monte_carlo_fallback_is_the_sample_mean_given_z():
     np.testing.assert_allclose(np_(out), expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_kl_monte_carlo_fallback_agrees_with_a_million_sample_reference():
     """kl(q, p, z) with 20000 samples vs a 10^6-sample numpy reference; tolerance 4 sqrt(se^2 + se_ref^2)."""
     q, params = mixture_q()

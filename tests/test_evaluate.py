@@ -16,6 +16,7 @@ def trained():
     return model, vc.data.load("digits", "test").x
 
 
+@pytest.mark.slow
 def test_log_likelihood_is_above_the_elbo_and_grows_with_k(trained):
     model, x = trained
     torch.manual_seed(0)
@@ -33,6 +34,7 @@ def test_log_likelihood_is_above_the_elbo_and_grows_with_k(trained):
     assert abs(difference.mean()) < 4 * difference.std() / math.sqrt(len(difference))
 
 
+@pytest.mark.slow
 def test_standard_error_and_summary(trained):
     model, x = trained
     estimate = vc.log_likelihood(model, x, num_samples=20)
@@ -43,6 +45,7 @@ def test_standard_error_and_summary(trained):
     assert "nats (IWAE, k = 20, 250 examples)" in str(estimate)
 
 
+@pytest.mark.slow
 def test_chunking_does_not_change_the_estimate_in_expectation(trained):
     model, x = trained
     big = vc.log_likelihood(model, x[:50], num_samples=400, batch_size=50, seed=1)
@@ -53,6 +56,7 @@ def test_chunking_does_not_change_the_estimate_in_expectation(trained):
     assert model.training is False
 
 
+@pytest.mark.slow
 def test_seed_makes_it_reproducible_and_inputs_are_checked(trained):
     model, x = trained
     a = vc.log_likelihood(model, x[:20], num_samples=30, seed=3)

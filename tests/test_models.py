@@ -600,6 +600,7 @@ def np_toy_density_on_points(x, latent_dim, sigma):
     return np.concatenate(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "latent_dim, x1_grid, x2_grid",
     [

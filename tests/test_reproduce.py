@@ -2,12 +2,14 @@
 
 import json
 
+import pytest
 import torch
 
 import vaecourse as vc
 from vaecourse import reproduce
 
 
+@pytest.mark.slow
 def test_tiny_reproduce_writes_the_table_and_loadable_checkpoints(tmp_path, monkeypatch):
     tiny = reproduce.ReproduceBudget("tiny", "cpu", seconds_per_prior=1.0, num_samples=5, test_examples=40,
                                      surgery_examples=30, vamp_components=10)
@@ -16,7 +18,7 @@ def test_tiny_reproduce_writes_the_table_and_loadable_checkpoints(tmp_path, monk
     rows = {row["prior"]: row for row in table["rows"]}
     assert set(rows) == {"standard", "vamp"} and rows["vamp"]["prior_options"] == {"num_components": 10}
     for row in rows.values():
-        assert row["nll"] > 0 and row["nll_se"] > 0 and 1.0 <= row["train_seconds"] < 10
+        assert row["nll"] > 0 and row["nll_se"] > 0 and row["train_seconds"] >= 1.0 and row["epochs"] >= 1
         assert row["mutual_information"] <= 3.4012 + 4 * row["mutual_information_se"]  # log 30
         assert -row["test_elbo"] >= row["nll"] - 4 * row["nll_se"]  # ELBO below the IWAE estimate
     markdown = (tmp_path / "priors-tiny.md").read_text()
@@ -27,6 +29,7 @@ def test_tiny_reproduce_writes_the_table_and_loadable_checkpoints(tmp_path, monk
     assert model.config.prior == "vamp"
 
 
+@pytest.mark.slow
 def test_a_subset_replaces_its_rows_and_keeps_the_others(tmp_path, monkeypatch):
     tiny = reproduce.ReproduceBudget("tiny", "cpu", seconds_per_prior=0.5, num_samples=3, test_examples=20,
                                      surgery_examples=10, vamp_components=5)

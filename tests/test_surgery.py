@@ -46,6 +46,7 @@ def test_q_avg_samples_follow_its_density():
         assert abs(values.mean().item() - quadrature) < 4 * values.std().item() / math.sqrt(len(values))
 
 
+@pytest.mark.slow
 def test_surgery_identity_holds_within_monte_carlo_error(trained):
     model, x = trained
     terms = decompose(model, x, num_samples=20)
@@ -57,6 +58,7 @@ def test_surgery_identity_holds_within_monte_carlo_error(trained):
     assert terms.log_n == pytest.approx(math.log(250)) and terms.num_examples == 250
 
 
+@pytest.mark.slow
 def test_mutual_information_is_at_most_log_n(trained):
     model, x = trained
     for n in (2, 10, 50):
@@ -65,6 +67,7 @@ def test_mutual_information_is_at_most_log_n(trained):
         assert terms.mutual_information.value <= math.log(n) + 4 * terms.mutual_information.standard_error, n
 
 
+@pytest.mark.slow
 def test_decompose_with_a_learned_prior_uses_monte_carlo(trained):
     _, x = trained
     torch.manual_seed(0)
@@ -75,6 +78,7 @@ def test_decompose_with_a_learned_prior_uses_monte_carlo(trained):
     assert terms.average_kl.standard_error > 0
 
 
+@pytest.mark.slow
 def test_aggregate_posterior_of_a_model_and_bad_input(trained):
     model, x = trained
     q_avg = aggregate_posterior(model, x[:30])
@@ -85,6 +89,7 @@ def test_aggregate_posterior_of_a_model_and_bad_input(trained):
         decompose(model, x[0])
 
 
+@pytest.mark.slow
 def test_q_avg_as_the_prior_zeroes_the_marginal_kl_and_raises_the_training_bound(trained):
     model, _ = trained
     x = vc.data.load("digits", "train").x[::5]  # 260 training images
