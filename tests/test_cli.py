@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from vaecourse.cli import main
 
@@ -133,3 +134,47 @@ def test_learned_priors_from_the_command_line(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"]["prior"] == "vamp" and metrics["model"]["prior_options"] == {"num_components": 20}
     assert main(["train", "--dataset", "digits", "--prior", "flow", "--num-components", "3", "--out", str(out)]) == 2
+
+
+class _Stop(Exception):
+    """Raised by the stand-in for fit: the test has seen what train would train on."""
+
+
+@pytest.fixture
+def captured_fit(monkeypatch):
+    """Replace ``fit`` in the command line by a stand-in that records the model and the data, then stops."""
+    import vaecourse.cli as cli
+
+    seen = {}
+
+    def fake_fit(model, train, valid=None, *, config=None):
+        seen.update(model=model, train=train, config=config)
+        raise _Stop
+
+    monkeypatch.setattr(cli, "fit", fake_fit)
+    return seen
+
+
+def test_train_size_takes_evenly_spaced_examples(tmp_path, captured_fit):
+    import vaecourse as vc
+
+    with pytest.raises(_Stop):
+        main(["train", "--dataset", "digits", "--train-size", "50", "--device", "cpu", "--out", str(tmp_path)])
+    everything = vc.data.load("digits", "train").x
+    assert torch.equal(captured_fit["train"], vc.data.evenly_spaced(everything, 50))
+    assert not torch.equal(captured_fit["train"], everything[:50])
+
+
+def test_left_out_flags_give_the_devices_recipe_for_the_chosen_prior(tmp_path, captured_fit):
+    with pytest.raises(_Stop):
+        main(["train", "--dataset", "digits", "--prior", "vamp", "--device", "cpu", "--out", str(tmp_path)])
+    assert captured_fit["model"].config.prior_options == {"num_components": 100}  # the CPU recipe's K
+
+
+def test_unwritable_out_fails_before_training(tmp_path, captured_fit, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where the output folder should be")
+    assert main(["train", "--dataset", "digits", "--device", "cpu", "--out", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write there" in err and str(blocker / "run") in err
+    assert captured_fit == {}  # nothing was trained

@@ -275,8 +275,10 @@ def test_training_step_checker_reports_a_stub_an_error_and_a_non_function():
     assert not result.passed and "your function raised" in result.message
     result = exercises.check_training_step(_step(value=lambda loss: "done"))
     assert not result.passed and "got str" in result.message
-    with pytest.raises(TypeError, match="expects your function itself"):
+    with pytest.raises(TypeError, match=r"expects your function itself, e\.g\. check_training_step\(training_step\)"):
         exercises.check_training_step(None)
+    with pytest.raises(TypeError, match=r"e\.g\. check_fixed_loss\(fixed_loss\)"):
+        exercises.check_fixed_loss(None)
 
 
 def test_the_checkers_are_exported():

@@ -157,3 +157,12 @@ def test_validation_elbo_uses_common_random_numbers_and_leaves_the_generator_alo
     assert first == second
     assert torch.equal(torch.rand(3), expected_next)
     assert vc.train.mean_elbo(model, valid, seed=None) != first  # fresh noise without a seed
+
+
+@pytest.mark.parametrize("value, shown", [("off", False), ("0", False), ("no", False), ("on", True)])
+def test_the_progress_bar_follows_the_widgets_setting(monkeypatch, value, shown):
+    monkeypatch.setenv("VAECOURSE_WIDGETS", value)
+    bar = vc.train._progress(vc.TrainConfig(), 3)
+    assert (bar is not None) == shown
+    if bar is not None:
+        bar.close()

@@ -6,7 +6,7 @@ overrides one field. The measured results of each recipe are in the README and i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .train import TrainConfig
 from .vae import VAEConfig
@@ -20,12 +20,19 @@ class Recipe:
     model: VAEConfig
     train: TrainConfig
     note: str
+    prior_options: dict[str, dict] = field(default_factory=dict)  # per prior, e.g. the VampPrior's K
 
     def with_data(self, data_dim: int, likelihood: str) -> Recipe:
         """The same recipe for another data set (the 8×8 digits: 64 pixels, grey levels)."""
         return replace(
             self, model=VAEConfig(**{**self.model.to_dict(), "data_dim": data_dim, "likelihood": likelihood})
         )
+
+    def with_prior(self, prior: str, **options) -> Recipe:
+        """The same recipe with the prior ``prior``: the recipe's options for it (e.g. fewer VampPrior
+        pseudo-inputs on a CPU), updated by ``options``."""
+        chosen = {**self.prior_options.get(prior, {}), **options}
+        return replace(self, model=VAEConfig(**{**self.model.to_dict(), "prior": prior, "prior_options": chosen}))
 
 
 RECIPES = {
@@ -34,12 +41,14 @@ RECIPES = {
         model=VAEConfig(latent_dim=32, hidden_dims=(400,), sparse_input=True),
         train=TrainConfig(batch_size=128, lr=2e-3, schedule="cosine", epochs=30),
         note="a one-hidden-layer VAE trained briefly with a decaying step size; sized for 2 CPU cores",
+        prior_options={"vamp": {"num_components": 100}},  # K = 500 pseudo-inputs cost 5x the encoder passes
     ),
     "gpu": Recipe(
         name="gpu",
         model=VAEConfig(latent_dim=32, hidden_dims=(512, 512)),
         train=TrainConfig(batch_size=128, lr=1e-3, schedule="cosine", epochs=1000, warmup_epochs=10),
         note="two hidden layers, long training with KL warm-up and a cosine schedule",
+        prior_options={"vamp": {"num_components": 500}},  # the paper's K
     ),
 }
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
+from . import widgets
 from .checks import check_num_samples
 
 __all__ = ["DivergenceError", "FitResult", "TrainConfig", "fit"]
@@ -54,7 +54,7 @@ class TrainConfig:
     patience: int | None = None
     clip_grad_norm: float | None = None
     seed: int = 0
-    progress: bool | None = None  # None: a progress bar unless VAECOURSE_WIDGETS=off (headless runs)
+    progress: bool | None = None  # None: a progress bar unless widgets are off (VAECOURSE_WIDGETS, headless runs)
 
     def __post_init__(self):
         check_num_samples(self.batch_size, "TrainConfig.batch_size")
@@ -173,7 +173,7 @@ def _check_finite(step: int, loss: torch.Tensor, terms) -> None:
 def _progress(config: TrainConfig, total: int | None):
     enabled = config.progress
     if enabled is None:
-        enabled = os.environ.get("VAECOURSE_WIDGETS", "on").lower() != "off"
+        enabled = widgets.enabled()  # VAECOURSE_WIDGETS=off (or 0, false, no) also hides the progress bar
     if not enabled:
         return None
     from tqdm.auto import tqdm

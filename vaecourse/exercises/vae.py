@@ -275,7 +275,7 @@ def check_fixed_loss(function: Callable) -> Result:
     """Check ``function(x, logits, mean, std) -> scalar``: the training loss, the mean over the batch of
     −log p_θ(x|z*) + KL(q ‖ N(0, I)), repaired from :func:`buggy_loss`, which averages over the pixels and the latent
     coordinates (chapter 6). Diagnoses each part left averaged, a sum over the batch, a sign."""
-    require_function(function, "check_fixed_loss", "vae_loss")
+    require_function(function, "check_fixed_loss", "fixed_loss")
     cases = _loss_cases([(5, 784, 16), (8, 30, 3), (2, 12, 6)], seed=16)
     result = check_function(
         "fixed loss", function, _training_loss, cases, diagnoses=(_fixed_loss_mistakes, *DEFAULT_DIAGNOSES)
@@ -397,7 +397,7 @@ def check_training_step(function: Callable) -> Result:
     a missing zero_grad or step, an ascent, z cut from the encoder (``sample``, ``detach``), noise other than ``eps``,
     σ² for σ, a mean over the pixels, a sum over the batch, a missing KL.
     """
-    require_function(function, "check_training_step", "vae_loss")
+    require_function(function, "check_training_step", "training_step")
     exercise = "training_step"
     cases = [_step_case(seed, *shape) for seed, shape in ((1, (8, 12, 2)), (2, (5, 12, 3)))]
     for number, case in enumerate(cases, start=1):
