@@ -1,3 +1,4 @@
+import math
 import random
 
 import numpy as np
@@ -93,3 +94,69 @@ def test_budget_rejects_unknown_name(monkeypatch):
     monkeypatch.setenv(runtime.BUDGET_ENV, "medium")
     with pytest.raises(ValueError, match="VAECOURSE_BUDGET"):
         vc.budget()
+
+
+def test_seeded_repeats_the_draws_and_restores_the_callers_generator():
+    vc.seed(3)
+    before = torch.random.get_rng_state()
+    with runtime.seeded(7):
+        first = torch.rand(4)
+    with runtime.seeded(7):
+        second = torch.rand(4)
+    assert torch.equal(first, second)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    with runtime.seeded(None):  # no seed: the caller's generator, which advances
+        torch.rand(1)
+    assert not torch.equal(torch.random.get_rng_state(), before)
+
+
+def _learner_who_draws(*args, **kwargs):
+    torch.rand(3)  # a learner's function may draw from the global generator
+    raise NotImplementedError
+
+
+@pytest.fixture
+def keep_distribution_validation():
+    """Importing zuko (the flow checker does) switches off torch.distributions' argument validation for the whole
+    process; other tests expect it on."""
+    validate = torch.distributions.Distribution._validate_args
+    yield
+    torch.distributions.Distribution.set_default_validate_args(validate)
+
+
+@pytest.mark.parametrize("name", [name for name in vc.exercises.__all__ if name.startswith("check_")])
+def test_a_checker_leaves_the_global_generator_as_it_was(name, keep_distribution_validation):
+    checker = getattr(vc.exercises, name)
+    vc.seed(11)
+    before = torch.random.get_rng_state()
+    if name == "check_function":
+        result = checker("drawing", _learner_who_draws, lambda: torch.rand(3), [{}])
+    else:
+        result = checker(_learner_who_draws)
+    assert not result.passed
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_a_passing_checker_leaves_the_global_generator_as_it_was():
+    def log_mean_exp(log_weights):
+        return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
+
+    vc.seed(12)
+    before = torch.random.get_rng_state()
+    assert vc.exercises.check_log_mean_exp(log_mean_exp).passed
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_training_and_evaluation_leave_the_global_generator_as_it_was():
+    x = (torch.rand(40, 12, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    model = vc.VAE(data_dim=12, latent_dim=2, hidden_dims=(8,))
+    vc.seed(13)
+    before = torch.random.get_rng_state()
+    vc.fit(model, x, x, config=vc.TrainConfig(batch_size=10, epochs=2, progress=False))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    first = vc.log_likelihood(model, x, num_samples=5, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    vc.surgery.decompose(model, x, num_samples=2, seed=4)
+    vc.train.mean_elbo(model, x, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert torch.equal(vc.log_likelihood(model, x, num_samples=5, seed=4).per_example, first.per_example)

@@ -6,6 +6,7 @@ functions by the notebooks; the rest of the package never names a device.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from dataclasses import dataclass
@@ -60,6 +61,33 @@ def seed(n: int) -> int:
     np.random.seed(n % 2**32)  # noqa: NPY002 -- the legacy global generator is what unseeded code uses
     torch.manual_seed(n)
     return n
+
+
+@contextlib.contextmanager
+def seeded(n: int | None, device: torch.device | str | None = None):
+    """Draw from torch's generators seeded with ``n`` inside the block, and leave them as they were after it.
+
+    The package's functions that must be reproducible (``fit``, ``log_likelihood``, ``decompose``, the exercise
+    checkers) run their draws inside this block: their numbers depend on ``n`` alone, and the caller's next draw
+    is the one it would have been without the call. The CPU generator is forked, and ``device``'s too when it is
+    an accelerator. ``None`` does nothing: the draws then come from the caller's generators, which advance.
+
+    >>> _ = seed(0); before = torch.random.get_rng_state()
+    >>> with seeded(1):
+    ...     a = torch.rand(2)
+    >>> with seeded(1):
+    ...     b = torch.rand(2)
+    >>> bool((a == b).all()), torch.equal(torch.random.get_rng_state(), before)
+    (True, True)
+    """
+    if n is None:
+        yield
+        return
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    accelerator = {} if device.type == "cpu" else {"devices": [device], "device_type": device.type}
+    with torch.random.fork_rng(**({"devices": []} | accelerator)):
+        torch.manual_seed(n)
+        yield
 
 
 @dataclass(frozen=True)
@@ -126,4 +154,4 @@ def set_budget(name: str | None) -> Budget:
     return budget()
 
 
-__all__ = ["Budget", "BUDGETS", "budget", "set_budget", "device", "seed"]
+__all__ = ["Budget", "BUDGETS", "budget", "set_budget", "device", "seed", "seeded"]

@@ -22,6 +22,7 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 
 from . import estimators
 from .checks import check_num_samples
+from .runtime import seeded
 
 __all__ = ["AggregatePosterior", "AggregatePrior", "Estimate", "Surgery", "aggregate_posterior", "decompose"]
 
@@ -143,17 +144,17 @@ def decompose(model, x: torch.Tensor, num_samples: int = 1, chunk_size: int | No
 
     each with the standard error of its mean over the n·S draws. Their sum is the Monte Carlo estimate of the
     average KL with the same draws, so the residual against the analytic average KL measures Monte Carlo error
-    alone. ``seed`` re-seeds torch's global generator first (``None`` leaves it alone).
+    alone. With a ``seed`` the draws come from that seed and the caller's generator is left as it was; ``None``
+    draws from the caller's generator.
     """
     check_num_samples(num_samples)
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         raise ValueError(f"x must be a batch of examples [n, D], got {getattr(x, 'shape', type(x).__name__)}")
-    if seed is not None:
-        torch.manual_seed(seed)
     posteriors = model.encode(x)  # batch [n]
     q_avg = AggregatePosterior(posteriors, chunk_size=chunk_size)
-    prior = model.prior
-    z = posteriors.sample((num_samples,))  # [S, n, d]
+    with seeded(seed, x.device):
+        prior = model.prior
+        z = posteriors.sample((num_samples,))  # [S, n, d]
     log_q = posteriors.log_prob(z)  # [S, n]
     log_q_avg = q_avg.log_prob(z)
     log_p = prior.log_prob(z)

@@ -9,7 +9,6 @@ no per-example loader. ``fit`` returns the history of the metrics it watched.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ from torch import nn
 
 from . import widgets
 from .checks import check_num_samples
+from .runtime import seeded
 
 __all__ = ["DivergenceError", "FitResult", "TrainConfig", "fit"]
 
@@ -140,23 +140,11 @@ def mean_elbo(model, x: torch.Tensor, batch_size: int = 1000, seed: int | None =
     was_training = model.training
     model.eval()
     total = 0.0
-    with _fixed_noise(x.device, seed):
+    with seeded(seed, x.device):
         for start in range(0, len(x), batch_size):
             total += model._elbo(x[start : start + batch_size]).elbo.sum().item()
     model.train(was_training)
     return total / len(x)
-
-
-@contextlib.contextmanager
-def _fixed_noise(device: torch.device, seed: int | None):
-    """Draw from ``seed`` inside the block, then restore the generators of the CPU and of ``device``."""
-    if seed is None:
-        yield
-        return
-    accelerator = {} if device.type == "cpu" else {"devices": [device], "device_type": device.type}
-    with torch.random.fork_rng(**({"devices": []} | accelerator)):
-        torch.manual_seed(seed)
-        yield
 
 
 def _check_finite(step: int, loss: torch.Tensor, terms) -> None:
@@ -185,8 +173,9 @@ def fit(model: nn.Module, train, valid=None, *, config: TrainConfig | None = Non
     r"""Train ``model`` (a :class:`vaecourse.vae.VAE`) on ``train`` (a Dataset or tensor ``[N, D]`` on the model's
     device) by Adam on −ELBO, summed over pixels and averaged over the mini-batch (chapter 6).
 
-    Returns a :class:`FitResult` with the per-epoch history. With a seed and an ``epochs`` budget, a CPU run is
-    reproducible. A NaN or infinite loss raises :class:`DivergenceError` naming the step and the term.
+    Returns a :class:`FitResult` with the per-epoch history. The run draws from ``config.seed`` and leaves the
+    caller's generators as they were; with an ``epochs`` budget, a CPU run is reproducible. A NaN or infinite
+    loss raises :class:`DivergenceError` naming the step and the term.
     """
     config = config or TrainConfig()
     x = _as_data(train, "train")
@@ -200,7 +189,13 @@ def fit(model: nn.Module, train, valid=None, *, config: TrainConfig | None = Non
     if x.device != parameter.device:
         raise ValueError(f"train is on {x.device} but the model is on {parameter.device}: move one with .to(...)")
 
-    torch.manual_seed(config.seed)
+    with seeded(config.seed, x.device):  # the run's draws depend on the seed alone; the caller's are left alone
+        return _train(model, x, x_valid, config)
+
+
+def _train(model: nn.Module, x: torch.Tensor, x_valid: torch.Tensor | None, config: TrainConfig) -> FitResult:
+    """:func:`fit` after its checks, with the generators seeded."""
+    parameter = next(model.parameters())
     generator = torch.Generator(device=x.device).manual_seed(config.seed)
     prior = getattr(model, "latent_prior", None)
     if hasattr(prior, "initialise_from_data") and not bool(prior.initialised):

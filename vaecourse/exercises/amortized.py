@@ -15,6 +15,7 @@ import traceback
 import torch
 from torch.distributions import Distribution, Independent
 
+from ..runtime import seeded
 from ..vi import encoder_distribution, inference_gaps
 from .checking import DEFAULT_DIAGNOSES, Result, check_function
 
@@ -189,6 +190,80 @@ def _raw_scale(q: Distribution) -> torch.Tensor:
     return (q.stddev if not isinstance(scale, torch.Tensor) else scale).detach()
 
 
+def _check_encoder_case(function, exercise: str, output: torch.Tensor, where: str) -> Result | None:
+    """One case of :func:`check_encoder_output`: the failing verdict, or ``None`` when the case passes."""
+    try:
+        got = function(output.clone())
+    except NotImplementedError:
+        return Result(exercise, False, "not implemented yet: replace `raise NotImplementedError` with your code")
+    except ValueError as error:
+        if "scale" in str(error) and "GreaterThan" in str(error):
+            return Result(
+                exercise,
+                False,
+                f"your function raised ValueError: Normal refused a scale that is not positive "
+                f"(line {_learners_line(error)}, {where})",
+                [
+                    "the last d numbers are log σ², which can be negative; the scale is the standard deviation "
+                    "σ = exp(½ log σ²)"
+                ],
+            )
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        return Result(
+            exercise,
+            False,
+            f"your function raised ValueError: {first_line} (line {_learners_line(error)}, {where})",
+        )
+    except Exception as error:  # the learner's bug, reported rather than raised
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        return Result(
+            exercise,
+            False,
+            f"your function raised {type(error).__name__}: {first_line} (line {_learners_line(error)}, {where})",
+        )
+    expected = encoder_distribution(output)
+    if not isinstance(got, Distribution):
+        return Result(
+            exercise,
+            False,
+            f"expected a torch.distributions object, got {type(got).__name__} ({where})",
+            ["return q itself, e.g. Independent(Normal(mean, std), 1), not its parameters"],
+        )
+    batch, d = output.shape[:-1], output.shape[-1] // 2
+    if got.event_shape != expected.event_shape or got.batch_shape != expected.batch_shape:
+        details = []
+        if got.event_shape == () and got.batch_shape == (*batch, d):
+            details = [
+                "wrap the Normal in Independent(..., 1): the d latent coordinates form one event, so that "
+                "log_prob gives one value per example"
+            ]
+        elif got.batch_shape + got.event_shape != (*batch, d):
+            details = ["split the output along its last dimension, into two halves: output.chunk(2, dim=-1)"]
+        return Result(
+            exercise,
+            False,
+            f"expected batch shape {tuple(batch)} and event shape ({d},), got {tuple(got.batch_shape)} and "
+            f"{tuple(got.event_shape)} ({where})",
+            details,
+        )
+    with torch.no_grad():
+        got_mean, got_std = got.mean.detach().double(), got.stddev.detach().double()
+        if not bool((_raw_scale(got) > 0).all()):
+            return Result(
+                exercise,
+                False,
+                f"the scale of q is not positive everywhere ({where})",
+                ["σ = exp(½ log σ²) is positive for any raw output; the log-variance itself is not a scale"],
+            )
+        hint = _scale_hint(got_mean, got_std, output)
+        if hint:
+            return Result(exercise, False, f"not yet ({where})", [hint])
+        z = expected.sample((3,))
+        if not _close(got.log_prob(z).double(), expected.log_prob(z)):
+            return Result(exercise, False, f"q.log_prob differs from that of N(μ, diag σ²) ({where})")
+    return None
+
+
 def check_encoder_output(function) -> Result:
     """Check ``function(output) -> q``: the raw output of a Gaussian encoder, ``[..., 2d]`` = [μ, log σ²], turned
     into q_φ(z|x) = N(μ, diag σ²) with σ = exp(½ log σ²): a ``torch.distributions`` object (e.g.
@@ -197,75 +272,8 @@ def check_encoder_output(function) -> Result:
     cases = _encoder_cases()
     for number, case in enumerate(cases, start=1):
         where = f"case {number} of {len(cases)}"
-        output = case["output"]
-        torch.manual_seed(number)
-        try:
-            got = function(output.clone())
-        except NotImplementedError:
-            return Result(exercise, False, "not implemented yet: replace `raise NotImplementedError` with your code")
-        except ValueError as error:
-            if "scale" in str(error) and "GreaterThan" in str(error):
-                return Result(
-                    exercise,
-                    False,
-                    f"your function raised ValueError: Normal refused a scale that is not positive "
-                    f"(line {_learners_line(error)}, {where})",
-                    [
-                        "the last d numbers are log σ², which can be negative; the scale is the standard deviation "
-                        "σ = exp(½ log σ²)"
-                    ],
-                )
-            first_line = str(error).splitlines()[0] if str(error) else ""
-            return Result(
-                exercise,
-                False,
-                f"your function raised ValueError: {first_line} (line {_learners_line(error)}, {where})",
-            )
-        except Exception as error:  # the learner's bug, reported rather than raised
-            first_line = str(error).splitlines()[0] if str(error) else ""
-            return Result(
-                exercise,
-                False,
-                f"your function raised {type(error).__name__}: {first_line} (line {_learners_line(error)}, {where})",
-            )
-        expected = encoder_distribution(output)
-        if not isinstance(got, Distribution):
-            return Result(
-                exercise,
-                False,
-                f"expected a torch.distributions object, got {type(got).__name__} ({where})",
-                ["return q itself, e.g. Independent(Normal(mean, std), 1), not its parameters"],
-            )
-        batch, d = output.shape[:-1], output.shape[-1] // 2
-        if got.event_shape != expected.event_shape or got.batch_shape != expected.batch_shape:
-            details = []
-            if got.event_shape == () and got.batch_shape == (*batch, d):
-                details = [
-                    "wrap the Normal in Independent(..., 1): the d latent coordinates form one event, so that "
-                    "log_prob gives one value per example"
-                ]
-            elif got.batch_shape + got.event_shape != (*batch, d):
-                details = ["split the output along its last dimension, into two halves: output.chunk(2, dim=-1)"]
-            return Result(
-                exercise,
-                False,
-                f"expected batch shape {tuple(batch)} and event shape ({d},), got {tuple(got.batch_shape)} and "
-                f"{tuple(got.event_shape)} ({where})",
-                details,
-            )
-        with torch.no_grad():
-            got_mean, got_std = got.mean.detach().double(), got.stddev.detach().double()
-            if not bool((_raw_scale(got) > 0).all()):
-                return Result(
-                    exercise,
-                    False,
-                    f"the scale of q is not positive everywhere ({where})",
-                    ["σ = exp(½ log σ²) is positive for any raw output; the log-variance itself is not a scale"],
-                )
-            hint = _scale_hint(got_mean, got_std, output)
-            if hint:
-                return Result(exercise, False, f"not yet ({where})", [hint])
-            z = expected.sample((3,))
-            if not _close(got.log_prob(z).double(), expected.log_prob(z)):
-                return Result(exercise, False, f"q.log_prob differs from that of N(μ, diag σ²) ({where})")
+        with seeded(number):  # the same draws for every learner; their generator is left as it was
+            verdict = _check_encoder_case(function, exercise, case["output"], where)
+        if verdict is not None:
+            return verdict
     return Result(exercise, True, f"correct on all {len(cases)} cases")

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..runtime import seeded
+
 
 @dataclass
 class Result:
@@ -121,12 +123,12 @@ def check_function(
     recognises the mistake, the largest difference is.
     """
     for number, case in enumerate(cases, start=1):
-        torch.manual_seed(seed + number)
-        got, problem = _call(function, case)
+        with seeded(seed + number):  # the same draws for both, and the learner's generator left as it was
+            got, problem = _call(function, case)
         if problem:
             return Result(exercise, False, problem)
-        torch.manual_seed(seed + number)
-        expected = reference(**case)
+        with seeded(seed + number):
+            expected = reference(**case)
         where = f"case {number} of {len(cases)}"
         if not isinstance(got, torch.Tensor):
             return Result(exercise, False, f"expected a torch.Tensor, got {type(got).__name__} ({where})")

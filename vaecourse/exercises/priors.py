@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
+from ..runtime import seeded
 from .checking import DEFAULT_DIAGNOSES, Result, check_function, close_enough, require_function
 
 __all__ = ["check_flow_log_prob", "check_mixture_log_prob", "flow_log_prob", "mixture_log_prob"]
@@ -192,9 +193,8 @@ def _maf(latent_dim: int, seed: int) -> _Transform:
     """A small masked autoregressive flow from zuko with random weights (the flow prior's kind of map)."""
     import zuko
 
-    torch.manual_seed(seed)
-    flow = zuko.flows.MAF(features=latent_dim, transforms=2, hidden_features=(16,)).to(_DTYPE)
-    with torch.no_grad():  # random, not near-identity, weights: a visibly nonlinear map
+    with seeded(seed), torch.no_grad():  # random, not near-identity, weights: a visibly nonlinear map
+        flow = zuko.flows.MAF(features=latent_dim, transforms=2, hidden_features=(16,)).to(_DTYPE)
         for parameter in flow.parameters():
             parameter.normal_(0.0, 0.3)
     transform = flow().transform

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
+from ..runtime import seeded
 from ..vae import VAE, VAEConfig
 from .checking import DEFAULT_DIAGNOSES, Result, _call, check_function, close_enough, require_function
 
@@ -300,8 +301,8 @@ _STALE_GRADIENT = 0.5  # what .grad holds before the step: a forgotten zero_grad
 
 def _step_case(seed: int, batch_size: int, data_dim: int, latent_dim: int) -> dict:
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = VAE(VAEConfig(data_dim=data_dim, latent_dim=latent_dim, hidden_dims=(16,))).to(_DTYPE)
+    with seeded(seed):
+        model = VAE(VAEConfig(data_dim=data_dim, latent_dim=latent_dim, hidden_dims=(16,))).to(_DTYPE)
     x = (torch.rand(batch_size, data_dim, generator=generator, dtype=_DTYPE) < 0.4).to(_DTYPE)
     eps = torch.randn(batch_size, latent_dim, generator=generator, dtype=_DTYPE)
     return {"model": model, "x": x, "eps": eps}
@@ -353,14 +354,14 @@ def _run_step(step, case, eps=None):
     optimizer = torch.optim.SGD(model.parameters(), lr=_STEP_LR)
     for parameter in model.parameters():
         parameter.grad = torch.full_like(parameter, _STALE_GRADIENT)
-    torch.manual_seed(0)
     arguments = {
         "model": model,
         "optimizer": optimizer,
         "x": case["x"].clone(),
         "eps": case["eps"] if eps is None else eps,
     }
-    value, problem = _call(step, arguments)
+    with seeded(0):
+        value, problem = _call(step, arguments)
     return model, value, problem
 
 
