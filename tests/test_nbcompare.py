@@ -168,17 +168,21 @@ def test_a_declared_tolerance_must_say_why():
 # --- through pytest and nbval, end to end -------------------------------------------------------------------
 
 
-def _notebook(path: Path, stored_text: str, metadata: dict | None = None) -> None:
-    cell = {
-        "cell_type": "code",
-        "execution_count": 1,
-        "id": "cell-1",
-        "metadata": metadata or {},
-        "source": "print(f'{1/3:.4f} of 12 eggs')",
-        "outputs": [stream(stored_text)],
-    }
+def _notebook(path: Path, cells: list[tuple[str, dict]]) -> None:
+    """A notebook whose every cell prints 1/3 and 12 eggs, stored as each (text, metadata) pair says."""
+    code = [
+        {
+            "cell_type": "code",
+            "execution_count": number,
+            "id": f"cell-{number}",
+            "metadata": metadata,
+            "source": "print(f'{1/3:.4f} of 12 eggs')",
+            "outputs": [stream(text)],
+        }
+        for number, (text, metadata) in enumerate(cells, start=1)
+    ]
     notebook = {
-        "cells": [cell],
+        "cells": code,
         "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
         "nbformat": 4,
         "nbformat_minor": 5,
@@ -196,12 +200,26 @@ def _run_pytest(directory: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_plugin_runs_notebooks_through_nbval(tmp_path):
-    _notebook(tmp_path / "close.ipynb", "0.3334 of 12 eggs\n")  # 1 unit in the last digit away: passes
-    _notebook(tmp_path / "far.ipynb", "0.3340 of 12 eggs\n")  # 7 units away: fails
-    _notebook(tmp_path / "words.ipynb", "0.3333 of 12 apples\n")  # a changed word: fails
-    _notebook(tmp_path / "declared.ipynb", "0.3340 of 12 eggs\n", {"nbcompare": {"abs": 0.001, "why": "a test"}})
+    cells = [
+        ("0.3334 of 12 eggs\n", {}),  # 1 unit in the last digit away: passes
+        ("0.3340 of 12 eggs\n", {}),  # 7 units away: fails
+        ("0.3333 of 12 apples\n", {}),  # a changed word: fails
+        ("0.3340 of 12 eggs\n", {"nbcompare": {"abs": 0.001, "why": "a test"}}),  # declared: passes
+    ]
+    _notebook(tmp_path / "eggs.ipynb", cells)
     run = _run_pytest(tmp_path)
     report = run.stdout + run.stderr
+    assert "FAILED eggs.ipynb::Cell 1" in report and "FAILED eggs.ipynb::Cell 2" in report, report
     assert "2 failed, 2 passed" in report, report
     assert "0.3340 is now 0.3333" in report and "the words differ" in report
     assert "largest relative difference" in report
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "book").glob("*.ipynb")), ids=lambda path: path.name)
+def test_every_tolerance_a_chapter_declares_is_valid_and_says_why(path):
+    notebook = json.loads(path.read_text())
+    for cell in notebook["cells"]:
+        tolerance = cell_tolerance(cell.get("metadata", {}))  # raises on a missing reason or an unknown key
+        if tolerance is not DEFAULT:
+            assert cell["cell_type"] == "code", "a tolerance only means something on a code cell"
+            assert tolerance.why.strip()
