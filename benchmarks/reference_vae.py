@@ -73,28 +73,20 @@ def train(x: torch.Tensor, seconds: float, seed: int = 0, batch_size: int = 128,
 
 
 class Evaluable:
-    """The reference model seen through vaecourse's interface (``encoder``, ``likelihood``, ``prior``), so that
-    :func:`vaecourse.log_likelihood` evaluates both models with the same code."""
+    """The reference model seen through vaecourse's model protocol (:class:`vaecourse.estimators.AmortizedModel`:
+    ``encode``, ``likelihood``, ``prior``), so that :func:`vaecourse.log_likelihood` evaluates both models with the
+    same code."""
 
     def __init__(self, model: ReferenceVAE):
         self.model = model
-        self.training = False
         self.prior = Independent(Normal(torch.zeros(20), torch.ones(20)), 1)
 
-    def check_data(self, x):
+    def encode(self, x):
         if x.shape[-1] != 784:
             raise ValueError("the reference model takes 784-pixel images")
-
-    def encoder(self, x):
         mu, logvar = self.model.encode(x)
         return Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
 
     def likelihood(self, z):
         logits = self.model.fc4(F.relu(self.model.fc3(z)))  # the decoder before its sigmoid
         return Independent(Bernoulli(logits=logits), 1)
-
-    def eval(self):
-        return self
-
-    def train(self, mode=True):
-        return self

@@ -157,3 +157,82 @@ def test_make_prior_rejects_unknown_names_options_and_sizes():
         StandardNormal(0)
     with pytest.raises(ValueError, match="does not take"):
         vc.VAEConfig(prior="mog", prior_options={"components": 3})
+
+
+# --- The Prior contract: every entry of PRIORS and the AggregatePrior of chapter 7 ------------------------------
+
+
+def contract_priors():
+    """Each prior in 3-D on 6-pixel grey images, with the VAE whose encoder it is called with."""
+    torch.manual_seed(1)
+    cases = {}
+    for name in vc.priors.PRIORS:
+        options = {"num_components": 4} if name in ("mog", "vamp") else {}
+        config = vc.VAEConfig(data_dim=6, latent_dim=3, hidden_dims=(8,), likelihood="binomial", prior=name,
+                              prior_options=options)
+        cases[name] = vc.VAE(config)
+    model = vc.VAE(vc.VAEConfig(data_dim=6, latent_dim=3, hidden_dims=(8,), likelihood="binomial"))
+    x = torch.randint(0, 17, (10, 6)).float() / 16
+    model.latent_prior = vc.surgery.AggregatePrior(vc.surgery.aggregate_posterior(model, x))
+    cases["aggregate"] = model
+    return cases
+
+
+CONTRACT_NAMES = [*vc.priors.PRIORS, "aggregate"]
+
+
+@pytest.mark.parametrize("name", CONTRACT_NAMES)
+def test_every_prior_is_a_prior_returning_a_distribution_of_the_latent_space(name):
+    model = contract_priors()[name]
+    prior = model.latent_prior
+    assert isinstance(prior, vc.priors.Prior) and prior.latent_dim == 3
+    p = prior(model.encoder)
+    assert isinstance(p, torch.distributions.Distribution) and p.event_shape == (3,)
+    assert model.prior.event_shape == (3,)
+    for shape in [(), (5,), (2, 4)]:
+        z = p.sample(shape)
+        assert z.shape == (*shape, 3)
+        log_p = p.log_prob(z)
+        assert log_p.shape == shape and bool(torch.isfinite(log_p).all())
+    prior.initialise_from_data((torch.rand(20, 6) * 16).round() / 16)  # a no-op or a start from the data
+
+
+@pytest.mark.parametrize("name", CONTRACT_NAMES)
+def test_gradients_reach_the_parameters_of_every_prior_and_z(name):
+    model = contract_priors()[name]
+    z = torch.randn(7, 3, requires_grad=True)
+    model.prior.log_prob(z).sum().backward()
+    assert z.grad is not None and bool(torch.isfinite(z.grad).all()) and z.grad.abs().sum() > 0
+    for parameter_name, parameter in model.latent_prior.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, parameter_name
+
+
+@pytest.mark.parametrize("name", CONTRACT_NAMES)
+def test_every_prior_round_trips_through_a_checkpoint_or_is_refused_clearly(name, tmp_path):
+    model = contract_priors()[name]
+    path = tmp_path / "model.pt"
+    if name == "aggregate":
+        with pytest.raises(ValueError, match="AggregatePrior.*config names 'standard'"):
+            vc.save(model, path)
+        assert not path.exists()
+        return
+    restored = vc.load(vc.save(model, path))
+    assert type(restored.latent_prior) is type(model.latent_prior)
+    z = torch.randn(5, 3)
+    assert torch.allclose(restored.prior.log_prob(z), model.eval().prior.log_prob(z))
+
+
+def test_the_vamp_prior_needs_the_encoder_and_the_base_needs_a_forward():
+    with pytest.raises(ValueError, match=r"prior\(encoder\)"):
+        VampPrior(2, num_components=3, data_dim=6)()
+    with pytest.raises(NotImplementedError, match="must return its distribution"):
+        vc.priors.Prior(2)()
+
+
+def test_models_follow_the_declared_protocols():
+    from vaecourse.estimators import AmortizedModel, LatentVariableModel
+
+    model = vc.VAE(vc.VAEConfig(data_dim=6, latent_dim=2, hidden_dims=(8,), likelihood="binomial"))
+    assert isinstance(model, AmortizedModel) and isinstance(model, LatentVariableModel)
+    linear = vc.models.LinearGaussian(torch.ones(3, 1), torch.zeros(3), noise_std=0.5)
+    assert isinstance(linear, LatentVariableModel) and not isinstance(linear, AmortizedModel)

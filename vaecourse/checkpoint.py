@@ -12,6 +12,7 @@ import tempfile
 
 import torch
 
+from .priors import PRIORS
 from .vae import VAE, VAEConfig
 
 __all__ = ["CheckpointError", "load", "save"]
@@ -29,6 +30,15 @@ def save(model: VAE, path, train_config=None, metrics: dict | None = None) -> pa
     given. The file appears whole or not at all (written to a temporary file, then renamed)."""
     if not isinstance(model, VAE):
         raise ValueError(f"save expects a vaecourse VAE, got {type(model).__name__}")
+    named = PRIORS[model.config.prior]
+    if type(model.latent_prior) is not named:
+        raise ValueError(
+            f"cannot save a model whose prior is a {type(model.latent_prior).__name__} while its config names "
+            f"{model.config.prior!r} ({named.__name__}): a checkpoint rebuilds the prior from the config, so only "
+            "the priors of vaecourse.priors.PRIORS, built by VAEConfig(prior=...), are saved. An AggregatePrior is "
+            "formed again from the loaded model and the data: surgery.AggregatePrior(surgery.aggregate_posterior("
+            "model, x))"
+        )
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {

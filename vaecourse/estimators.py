@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, kl_divergence
@@ -17,7 +18,9 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 from .checks import check_num_samples
 
 __all__ = [
+    "AmortizedModel",
     "ElboTerms",
+    "LatentVariableModel",
     "closed_form_kl",
     "effective_sample_size",
     "elbo",
@@ -29,6 +32,26 @@ __all__ = [
 ]
 
 _CHUNK_ELEMENTS = 2**22  # about 32 MB of float64 per intermediate tensor
+
+
+@runtime_checkable
+class LatentVariableModel(Protocol):
+    """What the estimators need from a model (chapters 1-3): the prior p(z) and the likelihood p(x|z, θ), each a
+    ``torch.distributions.Distribution`` (``models.LinearGaussian``, ``models.NonlinearToy``, ``vae.VAE``)."""
+
+    @property
+    def prior(self) -> Distribution: ...
+
+    def likelihood(self, z: torch.Tensor) -> Distribution: ...
+
+
+@runtime_checkable
+class AmortizedModel(LatentVariableModel, Protocol):
+    """A latent variable model with an encoder q_φ(z|x) (chapters 4-8): what :func:`vaecourse.log_likelihood`
+    and :mod:`vaecourse.surgery` need. ``encode(x)`` checks ``x`` and returns a distribution with batch shape
+    ``x.shape[:-1]``."""
+
+    def encode(self, x: torch.Tensor) -> Distribution: ...
 
 
 @dataclass

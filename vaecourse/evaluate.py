@@ -11,13 +11,16 @@ a bound that tightens as k grows (k = 1 is the ELBO) and reaches log p(x) as k �
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from . import estimators
 from .checks import check_num_samples
+from .estimators import AmortizedModel
 from .runtime import seeded
 
 __all__ = ["LogLikelihood", "log_likelihood"]
@@ -44,9 +47,23 @@ class LogLikelihood:
         )
 
 
+@contextlib.contextmanager
+def _evaluation_mode(model):
+    """A module in evaluation mode inside the block, and back in its own mode after it; anything else as it is."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def log_likelihood(
-    model,
+    model: AmortizedModel,
     x: torch.Tensor,
     num_samples: int = 1000,
     batch_size: int = 100,
@@ -63,20 +80,14 @@ def log_likelihood(
     """
     check_num_samples(num_samples)
     check_num_samples(batch_size, "batch_size")
-    model.check_data(x)
-    if x.ndim != 2:
-        raise ValueError(f"x must be a batch of examples [N, D], got shape {tuple(x.shape)}")
-    was_training = model.training
-    model.eval()
+    if not isinstance(x, torch.Tensor) or x.ndim != 2:
+        raise ValueError(f"x must be a batch of examples [N, D], got {getattr(x, 'shape', type(x).__name__)}")
     values = []
-    try:
-        with seeded(seed, x.device):
-            for start in range(0, len(x), batch_size):
-                batch = x[start : start + batch_size]
-                proposal = model.encoder(batch)  # q_φ(z|x)
-                values.append(estimators.log_marginal_is(model, batch, proposal, num_samples, chunk_size=chunk_size))
-    finally:
-        model.train(was_training)
+    with _evaluation_mode(model), seeded(seed, x.device):
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size]
+            proposal = model.encode(batch)  # q_φ(z|x), which checks the batch
+            values.append(estimators.log_marginal_is(model, batch, proposal, num_samples, chunk_size=chunk_size))
     per_example = torch.cat(values).double().cpu()
     spread = per_example.std().item() if len(per_example) > 1 else math.nan
     return LogLikelihood(

@@ -22,6 +22,8 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 
 from . import estimators
 from .checks import check_num_samples
+from .estimators import AmortizedModel
+from .priors import Prior
 from .runtime import seeded
 
 __all__ = ["AggregatePosterior", "AggregatePrior", "Estimate", "Surgery", "aggregate_posterior", "decompose"]
@@ -76,25 +78,27 @@ class AggregatePosterior(Distribution):
         return self.loc.mean(0)
 
 
-class AggregatePrior(nn.Module):
-    """q_avg of a data set used as the prior p(z) (the "optimal prior" of chapter 7): a module returning an
+class AggregatePrior(Prior):
+    """q_avg of a data set used as the prior p(z) (the "optimal prior" of chapter 7): a :class:`Prior` returning an
     :class:`AggregatePosterior` with the posteriors' parameters frozen as buffers, so that it drops into
     ``VAE.latent_prior``. It has n components (one per example): it makes the marginal KL zero on those examples
-    and costs n Gaussian densities per evaluation of log p(z)."""
+    and costs n Gaussian densities per evaluation of log p(z).
 
-    uses_encoder = False
+    It is a tool of the chapter, not one of the trainable :data:`~vaecourse.priors.PRIORS`: a model using it is
+    not saved (:func:`vaecourse.save` says so); form it again from the saved model and the data."""
 
     def __init__(self, q_avg: AggregatePosterior):
-        super().__init__()
+        super().__init__(q_avg.event_shape[0])
+        self.num_components = q_avg.num_components
         self.register_buffer("loc", q_avg.loc.clone())
         self.register_buffer("scale", q_avg.scale.clone())
         self.chunk_size = q_avg.chunk_size
 
-    def forward(self) -> AggregatePosterior:
+    def forward(self, encoder: nn.Module | None = None) -> AggregatePosterior:
         return AggregatePosterior(Independent(Normal(self.loc, self.scale, validate_args=False), 1), self.chunk_size)
 
 
-def aggregate_posterior(model, x: torch.Tensor, chunk_size: int | None = None) -> AggregatePosterior:
+def aggregate_posterior(model: AmortizedModel, x: torch.Tensor, chunk_size: int | None = None) -> AggregatePosterior:
     """q_avg(z) of ``model``'s encoder over the examples ``x`` ``[n, D]`` (chapter 7)."""
     with torch.no_grad():
         return AggregatePosterior(model.encode(x), chunk_size=chunk_size)
@@ -134,7 +138,9 @@ def _mean_and_error(values: torch.Tensor) -> Estimate:
 
 
 @torch.no_grad()
-def decompose(model, x: torch.Tensor, num_samples: int = 1, chunk_size: int | None = None, seed: int | None = 0):
+def decompose(
+    model: AmortizedModel, x: torch.Tensor, num_samples: int = 1, chunk_size: int | None = None, seed: int | None = 0
+) -> Surgery:
     r"""The ELBO surgery terms of ``model`` on the examples ``x`` ``[n, D]`` (chapter 7).
 
     With z_is ~ q(z | x_i), s = 1..S (``num_samples``):

@@ -197,9 +197,7 @@ def _train(model: nn.Module, x: torch.Tensor, x_valid: torch.Tensor | None, conf
     """:func:`fit` after its checks, with the generators seeded."""
     parameter = next(model.parameters())
     generator = torch.Generator(device=x.device).manual_seed(config.seed)
-    prior = getattr(model, "latent_prior", None)
-    if hasattr(prior, "initialise_from_data") and not bool(prior.initialised):
-        prior.initialise_from_data(x, generator=generator)  # the VampPrior's pseudo-inputs start as training images
+    model.latent_prior.initialise_from_data(x, generator=generator)  # the VampPrior's pseudo-inputs: training images
     fused = parameter.device.type in ("cpu", "cuda")  # the fused Adam kernel: one pass over all parameters
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
     batches_per_epoch = math.ceil(len(x) / config.batch_size)

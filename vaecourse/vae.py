@@ -247,10 +247,9 @@ class VAE(nn.Module):
 
     @property
     def prior(self) -> Distribution:
-        """p(z), event shape ``[latent_dim]`` (a VampPrior is built from the encoder's posteriors)."""
-        if getattr(self.latent_prior, "uses_encoder", False):
-            return self.latent_prior(self.encoder)
-        return self.latent_prior()
+        """p(z), event shape ``[latent_dim]``: the :class:`~vaecourse.priors.Prior` module ``latent_prior``, called
+        with the encoder (a VampPrior is built from the encoder's posteriors; the other priors ignore it)."""
+        return self.latent_prior(self.encoder)
 
     # What the chapter computes with them ---------------------------------------------------------------------------
     def elbo(
