@@ -1,5 +1,6 @@
 """vaecourse.train.fit: budgets, reproducibility, schedules, early stopping and the NaN guard."""
 
+import copy
 import math
 
 import pytest
@@ -166,3 +167,38 @@ def test_the_progress_bar_follows_the_widgets_setting(monkeypatch, value, shown)
     assert (bar is not None) == shown
     if bar is not None:
         bar.close()
+
+
+def test_step_is_the_lectures_algorithm_written_out():
+    """train.step with a given ε takes the same SGD step as the algorithm written out by hand."""
+    torch.manual_seed(0)
+    model = vc.VAE(vc.VAEConfig(data_dim=12, latent_dim=2, hidden_dims=(8,))).double()
+    x = (torch.rand(6, 12, dtype=torch.float64) < 0.4).double()
+    eps = torch.randn(6, 2, dtype=torch.float64)
+    by_hand = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    terms = vc.train.step(model, optimizer, x, beta=0.5, eps=eps)
+
+    q = by_hand.encoder(x)
+    z = q.mean + q.stddev * eps
+    log_px_z = by_hand.likelihood(z).log_prob(x)
+    kl = torch.distributions.kl_divergence(q, by_hand.prior)
+    hand_optimizer = torch.optim.SGD(by_hand.parameters(), lr=0.1)
+    hand_optimizer.zero_grad()
+    (kl * 0.5 - log_px_z).mean().backward()
+    hand_optimizer.step()
+
+    torch.testing.assert_close(terms.elbo, (log_px_z - kl).detach())
+    torch.testing.assert_close(terms.objective, (log_px_z - 0.5 * kl).detach())
+    for (name, got), expected in zip(model.named_parameters(), by_hand.parameters(), strict=True):
+        torch.testing.assert_close(got, expected, msg=name)
+
+
+def test_step_refuses_a_nan_loss_before_it_reaches_the_weights():
+    model = vc.VAE(vc.VAEConfig(data_dim=12, latent_dim=2, hidden_dims=(8,)))
+    with torch.no_grad():
+        model.encoder.net[-1].bias[:2].fill_(float("inf"))
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(DivergenceError, match="training diverged: .*the kl term"):
+        vc.train.step(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.ones(3, 12))
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())

@@ -59,13 +59,20 @@ class ElboTerms:
     """The ELBO and its parts, one value per example: ``elbo = log_px_z - kl`` (chapter 3).
 
     ``log_px_z`` is E_q[log p(x|z, θ)] (the reconstruction term), ``kl`` is KL(q(z) ‖ p(z)), and ``z`` the samples
-    of q they were estimated with (``[S, ..., d]``; ``None`` for a closed form).
+    of q they were estimated with (``[S, ..., d]``; ``None`` for a closed form). ``objective`` is what training
+    climbs: ``log_px_z - β·kl`` (the β-VAE objective, chapter 6), the ELBO itself at β = 1; ``elbo`` stays the
+    ELBO whatever β, as Pyro keeps the reported loss apart from the differentiated one.
     """
 
     elbo: torch.Tensor
     log_px_z: torch.Tensor
     kl: torch.Tensor
     z: torch.Tensor | None
+    objective: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.objective is None:
+            self.objective = self.elbo
 
 
 def _draw(distribution: Distribution, num_samples: int, batch_shape: torch.Size, reparameterize: bool):
@@ -196,17 +203,26 @@ def kl(q: Distribution, p: Distribution, z: torch.Tensor | None = None) -> torch
     return (q.log_prob(z) - p.log_prob(z)).mean(0)
 
 
-def elbo(model, x: torch.Tensor, q: Distribution, num_samples: int = 1, analytic_kl: bool = True) -> ElboTerms:
+def elbo(
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    q: Distribution,
+    num_samples: int = 1,
+    analytic_kl: bool = True,
+    z: torch.Tensor | None = None,
+) -> ElboTerms:
     r"""The evidence lower bound of chapter 3, estimated with ``num_samples`` reparameterized samples of q:
 
     .. math::  \mathcal L_{q,\theta}(x) = \mathbb E_{q(z)}[\log p(x \mid z, \theta)] - KL(q(z) \,\|\, p(z))
                \le \log p(x \mid \theta).
 
     The KL is analytic where it exists (and ``analytic_kl`` is true), else estimated from the same samples.
-    Gradients reach θ through the likelihood and q's parameters through ``rsample``.
+    Gradients reach θ through the likelihood and q's parameters through ``rsample``. Given samples ``z``
+    ``[S, ..., d]`` (e.g. μ + σ·ε from a chosen ε) are used instead of new ones.
     """
     check_num_samples(num_samples)
-    z = _draw(q, num_samples, x.shape[:-1], reparameterize=True)  # [S, ..., d]
+    if z is None:
+        z = _draw(q, num_samples, x.shape[:-1], reparameterize=True)  # [S, ..., d]
     log_px_z = model.likelihood(z).log_prob(x).mean(0)
     kl_term = kl(q, model.prior, z) if analytic_kl else (q.log_prob(z) - model.prior.log_prob(z)).mean(0)
     kl_term = kl_term.expand_as(log_px_z)

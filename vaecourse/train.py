@@ -18,9 +18,10 @@ from torch import nn
 
 from . import widgets
 from .checks import check_num_samples
+from .estimators import ElboTerms
 from .runtime import seeded
 
-__all__ = ["DivergenceError", "FitResult", "TrainConfig", "fit"]
+__all__ = ["DivergenceError", "FitResult", "TrainConfig", "fit", "mean_elbo", "step"]
 
 SCHEDULES = ("constant", "cosine")
 _clock = time.perf_counter  # the wall clock of a seconds budget (a test replaces it with a fake one)
@@ -147,13 +148,41 @@ def mean_elbo(model, x: torch.Tensor, batch_size: int = 1000, seed: int | None =
     return total / len(x)
 
 
-def _check_finite(step: int, loss: torch.Tensor, terms) -> None:
+def step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: torch.Tensor,
+    beta: float = 1.0,
+    *,
+    num_samples: int = 1,
+    eps: torch.Tensor | None = None,
+    clip_grad_norm: float | None = None,
+) -> ElboTerms:
+    r"""One step of the lecture's training algorithm (chapter 6) on a mini-batch ``batch`` ``[B, D]``; returns the
+    per-example ELBO terms of the batch, computed before the update.
+
+    x → encoder → (μ, σ) → z = μ + σ·ε → decoder → loss = −(log p(x|z) − β·KL), averaged over the batch → ∇ → update.
+    ``eps`` fixes the noise ε (``[B, d]``); by default it is drawn. A NaN or infinite loss raises
+    :class:`DivergenceError` before it reaches the weights.
+    """
+    terms = model._elbo(batch, num_samples, beta, eps=eps)  # q_φ(z|x), z = μ + σ·ε, p_θ(x|z), KL(q ‖ p)
+    loss = -terms.objective.mean()  # −ELBO at β = 1: summed over the pixels, averaged over the batch
+    _check_finite(loss, terms)
+    optimizer.zero_grad(set_to_none=True)  # backward() adds to .grad: start from zero
+    loss.backward()  # ∇ of the loss for φ, θ (and a learned prior's λ), in one pass
+    if clip_grad_norm is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    optimizer.step()  # update φ, θ, λ together
+    return terms
+
+
+def _check_finite(loss: torch.Tensor, terms: ElboTerms) -> None:
     if torch.isfinite(loss):
         return
     bad = [name for name in ("log_px_z", "kl") if not bool(torch.isfinite(getattr(terms, name)).all())]
     where = " and ".join(f"the {name} term" for name in bad) or "the loss"
     raise DivergenceError(
-        f"training diverged at step {step}: {where} is {loss.item()} (NaN or infinite). Lower the learning rate, "
+        f"training diverged: {where} is {loss.item()} (NaN or infinite). Lower the learning rate, "
         "clip gradients (TrainConfig.clip_grad_norm) or check the data for NaN or out-of-range values"
     )
 
@@ -204,6 +233,7 @@ def _train(model: nn.Module, x: torch.Tensor, x_valid: torch.Tensor | None, conf
     total_steps = batches_per_epoch * config.epochs if config.epochs is not None else None
 
     result = FitResult()
+    clip = config.clip_grad_norm
     best, best_state, since_best = -math.inf, None, 0
     bar = _progress(config, config.epochs)
     train_time, images = 0.0, 0
@@ -227,18 +257,15 @@ def _train(model: nn.Module, x: torch.Tensor, x_valid: torch.Tensor | None, conf
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 batch = x[permutation[index * config.batch_size : (index + 1) * config.batch_size]]
-                terms = model._elbo(batch, config.num_samples, beta)
-                loss = -terms.elbo.mean()
-                _check_finite(result.steps, loss, terms)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.clip_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
-                optimizer.step()
+                try:
+                    terms = step(model, optimizer, batch, beta, num_samples=config.num_samples, clip_grad_norm=clip)
+                except DivergenceError as error:  # the message names the step
+                    message = str(error).replace("training diverged", f"training diverged at step {result.steps}", 1)
+                    raise DivergenceError(message) from None
                 result.steps += 1
                 seen += len(batch)
                 with torch.no_grad():
-                    epoch_elbo += (terms.log_px_z - terms.kl).detach().sum()
+                    epoch_elbo += terms.elbo.detach().sum()
                     epoch_kl += terms.kl.detach().sum()
             train_time += _clock() - start
             images += seen

@@ -253,20 +253,30 @@ class VAE(nn.Module):
 
     # What the chapter computes with them ---------------------------------------------------------------------------
     def elbo(
-        self, x: torch.Tensor, num_samples: int = 1, beta: float = 1.0, analytic_kl: bool = True
+        self,
+        x: torch.Tensor,
+        num_samples: int = 1,
+        beta: float = 1.0,
+        analytic_kl: bool = True,
+        eps: torch.Tensor | None = None,
     ) -> estimators.ElboTerms:
-        r"""Per-example ``log_px_z`` (E_q[log p_θ(x|z)]), ``kl`` (KL(q_φ(z|x) ‖ p(z))) and
-        ``elbo = log_px_z − β·kl`` (the ELBO at β = 1; the β-VAE objective otherwise), estimated with
-        ``num_samples`` reparameterized samples ``z`` ``[S, ..., d]``. The KL is analytic where the prior allows it.
+        r"""Per-example ``log_px_z`` (E_q[log p_θ(x|z)]), ``kl`` (KL(q_φ(z|x) ‖ p(z))), ``elbo = log_px_z − kl``
+        and the β-VAE ``objective = log_px_z − β·kl`` (the ELBO at β = 1), estimated with ``num_samples``
+        reparameterized samples ``z = μ + σ·ε`` ``[S, ..., d]``, or with the given noise ``eps`` (``[..., d]`` or
+        ``[S, ..., d]``). The KL is analytic where the prior allows it.
         """
         self.check_data(x)
-        return self._elbo(x, num_samples, beta, analytic_kl)
+        return self._elbo(x, num_samples, beta, analytic_kl, eps)
 
-    def _elbo(self, x, num_samples=1, beta=1.0, analytic_kl=True) -> estimators.ElboTerms:
+    def _elbo(self, x, num_samples=1, beta=1.0, analytic_kl=True, eps=None) -> estimators.ElboTerms:
         """:meth:`elbo` without the input checks (the training loop checks the data set once)."""
-        terms = estimators.elbo(self, x, self.encoder(x), check_num_samples(num_samples), analytic_kl=analytic_kl)
-        if beta != 1.0:
-            terms.elbo = terms.log_px_z - beta * terms.kl
+        q = self.encoder(x)
+        z = None
+        if eps is not None:
+            z = q.mean + q.stddev * eps  # the reparameterization z = μ + σ·ε (chapter 5)
+            z = z.unsqueeze(0) if z.shape == q.batch_shape + q.event_shape else z  # [S, ..., d]
+        terms = estimators.elbo(self, x, q, check_num_samples(num_samples), analytic_kl=analytic_kl, z=z)
+        terms.objective = terms.log_px_z - beta * terms.kl if beta != 1.0 else terms.elbo
         return terms
 
     @torch.no_grad()

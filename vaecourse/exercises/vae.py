@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from ..runtime import seeded
+from ..train import step
 from ..vae import VAE, VAEConfig
 from .checking import DEFAULT_DIAGNOSES, Result, _call, check_function, close_enough, require_function
 
@@ -308,7 +309,13 @@ def _step_case(seed: int, batch_size: int, data_dim: int, latent_dim: int) -> di
     return {"model": model, "x": x, "eps": eps}
 
 
-def _reference_step(
+def _reference_step(model, optimizer, x, eps):
+    """One step of the lecture's algorithm: the package's :func:`vaecourse.train.step` with the given noise; returns
+    the loss of the batch (before the update)."""
+    return -step(model, optimizer, x, eps=eps).objective.mean()
+
+
+def _variant_step(
     model,
     optimizer,
     x,
@@ -322,7 +329,7 @@ def _reference_step(
     with_kl=True,
     sign=1.0,
 ):
-    """One step of the lecture's algorithm, and the variants that the diagnoses compare with."""
+    """One step of the lecture's algorithm written out, with the mistakes that the diagnoses compare with."""
     q = model.encoder(x)
     mean, std = q.mean, q.stddev
     z = mean + (std**2 if variance_in_z else std) * eps
@@ -433,10 +440,10 @@ def check_training_step(function: Callable) -> Result:
             hint = "the parameters did not move: call optimizer.step() after loss.backward()"
             return Result(exercise, False, f"not yet ({where})", [hint])
         for options, hint in _STEP_VARIANTS:
-            variant_model, _, _ = _run_step(functools.partial(_reference_step, **options), case)
+            variant_model, _, _ = _run_step(functools.partial(_variant_step, **options), case)
             if torch.allclose(got, _parameters(variant_model), rtol=1e-6, atol=1e-8):
                 return Result(exercise, False, f"not yet ({where})", [hint])
-        detached_model, _, _ = _run_step(functools.partial(_reference_step, detach_z=True), case)
+        detached_model, _, _ = _run_step(functools.partial(_variant_step, detach_z=True), case)
         if torch.allclose(_encoder_parameters(got_model), _encoder_parameters(detached_model), rtol=1e-6, atol=1e-8):
             hint = (
                 "the encoder moved by the KL's gradient alone: z was cut from the encoder's graph (q.sample() or "
