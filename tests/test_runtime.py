@@ -160,3 +160,16 @@ def test_training_and_evaluation_leave_the_global_generator_as_it_was():
     vc.train.mean_elbo(model, x, seed=4)
     assert torch.equal(torch.random.get_rng_state(), before)
     assert torch.equal(vc.log_likelihood(model, x, num_samples=5, seed=4).per_example, first.per_example)
+
+
+def test_importing_the_package_leaves_matplotlib_and_the_checkers_for_later():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vaecourse as vc; "
+        "print([name for name in ('matplotlib', 'vaecourse.exercises', 'vaecourse.plots') if name in sys.modules]); "
+        "vc.exercises, vc.plots; print('vaecourse.exercises' in sys.modules and 'vaecourse.plots' in sys.modules)"
+    )
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert lines == ["[]", "True"]

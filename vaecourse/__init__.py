@@ -1,23 +1,23 @@
 """vaecourse: the tested code behind the course "Variational Autoencoders: from the lecture to working code".
 
-Each chapter of the book imports it as ``import vaecourse as vc``.
+Each chapter of the book imports it as ``import vaecourse as vc``. The modules that need matplotlib or hold the
+exercise checkers (``plots``, ``exercises``, ``reproduce``, ``results``) are imported on first use, so that
+``python -m vaecourse train`` and a script that only trains do not pay for them.
 """
+
+import importlib
 
 from . import (
     checkpoint,
     data,
     estimators,
     evaluate,
-    exercises,
     gaussian,
     gradients,
     models,
     montecarlo,
-    plots,
     priors,
     recipes,
-    reproduce,
-    results,
     surgery,
     train,
     vae,
@@ -31,6 +31,21 @@ from .train import TrainConfig, fit
 from .vae import VAE, VAEConfig
 
 __version__ = "0.1.0"
+
+_ON_FIRST_USE = ("exercises", "plots", "reproduce", "results")
+
+
+def __getattr__(name: str):
+    """``vc.plots``, ``vc.exercises``, ``vc.reproduce`` and ``vc.results``, imported when first used (PEP 562)."""
+    if name in _ON_FIRST_USE:
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ON_FIRST_USE})
 
 __all__ = [
     "VAE",
