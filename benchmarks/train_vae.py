@@ -140,7 +140,7 @@ def main() -> None:
     )
     print(f"quality at {args.seconds:.0f} s of training:", flush=True)
     score = quality(x_train, x_test, args.seconds, args.num_samples, cpu_recipe, prior=args.prior)
-    gpu = gpu_run(vc.recipes.recipe("cuda")) if torch.cuda.is_available() else None
+    gpu = gpu_run(vc.recipes.recipe("gpu")) if torch.cuda.is_available() else None
 
     k, n = score["num_samples"], score["test_examples"]
     print()

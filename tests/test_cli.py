@@ -178,3 +178,18 @@ def test_unwritable_out_fails_before_training(tmp_path, captured_fit, capsys):
     err = capsys.readouterr().err
     assert "cannot write there" in err and str(blocker / "run") in err
     assert captured_fit == {}  # nothing was trained
+
+
+def test_recipe_flag_names_a_recipe_and_reproduce_takes_the_same_word(tmp_path, captured_fit):
+    import vaecourse as vc
+    from vaecourse.cli import build_parser
+
+    with pytest.raises(_Stop):
+        main(["train", "--dataset", "digits", "--recipe", "gpu", "--device", "cpu", "--out", str(tmp_path)])
+    assert captured_fit["model"].config.hidden_dims == vc.recipes.recipe("gpu").model.hidden_dims
+    assert build_parser().parse_args(["reproduce", "--recipe", "cpu"]).recipe == "cpu"
+    assert build_parser().parse_args(["reproduce", "--budget", "cpu"]).recipe == "cpu"  # the former name
+    assert main(["reproduce", "--recipe", "small"]) == 2  # a budget is not a recipe
+    with pytest.raises(ValueError, match="for_device"):
+        vc.recipes.recipe("cuda")
+    assert vc.recipes.for_device(torch.device("cuda", 0)).name == "gpu" and vc.recipes.for_device("mps").name == "cpu"

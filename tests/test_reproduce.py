@@ -1,4 +1,4 @@
-"""vaecourse.reproduce: the results table of chapter 8, run here with a tiny budget."""
+"""vaecourse.reproduce: the results table of chapter 8, run here tiny."""
 
 import json
 
@@ -11,9 +11,9 @@ from vaecourse import reproduce
 
 @pytest.mark.slow
 def test_tiny_reproduce_writes_the_table_and_loadable_checkpoints(tmp_path, monkeypatch):
-    tiny = reproduce.ReproduceBudget("tiny", "cpu", seconds_per_prior=1.0, num_samples=5, test_examples=40,
+    tiny = reproduce.ReproduceRun("tiny", "cpu", seconds_per_prior=1.0, num_samples=5, test_examples=40,
                                      surgery_examples=30, vamp_components=10)
-    monkeypatch.setitem(reproduce.BUDGETS, "tiny", tiny)
+    monkeypatch.setitem(reproduce.RUNS, "tiny", tiny)
     table = reproduce.reproduce("tiny", tmp_path, torch.device("cpu"), priors=("standard", "vamp"))
     rows = {row["prior"]: row for row in table["rows"]}
     assert set(rows) == {"standard", "vamp"} and rows["vamp"]["prior_options"] == {"num_components": 10}
@@ -31,9 +31,9 @@ def test_tiny_reproduce_writes_the_table_and_loadable_checkpoints(tmp_path, monk
 
 @pytest.mark.slow
 def test_a_subset_replaces_its_rows_and_keeps_the_others(tmp_path, monkeypatch):
-    tiny = reproduce.ReproduceBudget("tiny", "cpu", seconds_per_prior=0.5, num_samples=3, test_examples=20,
+    tiny = reproduce.ReproduceRun("tiny", "cpu", seconds_per_prior=0.5, num_samples=3, test_examples=20,
                                      surgery_examples=10, vamp_components=5)
-    monkeypatch.setitem(reproduce.BUDGETS, "tiny", tiny)
+    monkeypatch.setitem(reproduce.RUNS, "tiny", tiny)
     reproduce.reproduce("tiny", tmp_path, torch.device("cpu"), priors=("standard", "mog"))
     first = json.loads((tmp_path / "priors-tiny.json").read_text())["rows"]
     reproduce.reproduce("tiny", tmp_path, torch.device("cpu"), priors=("mog",))

@@ -1,17 +1,23 @@
-"""The recommended training recipes (chapter 6): one for a CPU (a laptop, Binder, 2 cores) and one for a GPU.
+"""The recommended training recipes (chapter 6): ``cpu`` for a CPU (a laptop, Binder, 2 cores) and ``gpu`` for a
+CUDA GPU.
 
 A recipe is the pair of configs that the command line starts from; every flag of ``python -m vaecourse train``
-overrides one field. The measured results of each recipe are in the README and in chapter 6.
+overrides one field. The measured results of each recipe are in the README and in chapter 6. The words of the
+course: a *recipe* is ``cpu`` or ``gpu`` (what to train, for which device: ``train --recipe``, ``reproduce
+--recipe``); a *budget* is ``small`` or ``full`` (how much the chapters compute: ``VAECOURSE_BUDGET``,
+:func:`vaecourse.budget`). Left to themselves, both follow the device: ``gpu`` and ``full`` on CUDA.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import torch
+
 from .train import TrainConfig
 from .vae import VAEConfig
 
-__all__ = ["RECIPES", "Recipe", "recipe"]
+__all__ = ["RECIPES", "Recipe", "for_device", "recipe"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,21 @@ RECIPES = {
 }
 
 
-def recipe(device_type: str) -> Recipe:
-    """The recipe for a device type: ``"cpu"`` for the CPU and Apple's MPS, ``"gpu"`` for CUDA."""
-    return RECIPES["gpu" if device_type == "cuda" else "cpu"]
+def recipe(name: str) -> Recipe:
+    """The recipe called ``name``: ``"cpu"`` or ``"gpu"``."""
+    if name not in RECIPES:
+        raise ValueError(
+            f"unknown recipe {name!r}: expected one of {sorted(RECIPES)} (recipes.for_device(device) picks the one "
+            "for a device)"
+        )
+    return RECIPES[name]
+
+
+def for_device(device) -> Recipe:
+    """The recommended recipe for ``device`` (a ``torch.device`` or its name): ``gpu`` on CUDA, ``cpu`` on a CPU
+    or Apple's MPS.
+
+    >>> for_device("cpu").name, for_device("cuda:1").name
+    ('cpu', 'gpu')
+    """
+    return RECIPES["gpu" if torch.device(device).type == "cuda" else "cpu"]

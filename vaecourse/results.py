@@ -17,24 +17,25 @@ from . import data
 __all__ = ["REPOSITORY", "results_dir"]
 
 REPOSITORY = "https://github.com/vaecourse/vae-course"  # the same address as _config.yml and pyproject.toml
-RESULTS_ENV = "VAECOURSE_RESULTS"  # a folder holding priors-<budget>.json and priors-<budget>/
+RESULTS_ENV = "VAECOURSE_RESULTS"  # a folder holding priors-<recipe>.json and priors-<recipe>/
 URL_ENV = "VAECOURSE_RESULTS_URL"  # where to download them from (default: results/ at the release's tag)
 PRIORS = ("standard", "mog", "vamp", "flow")
 
 
-def _needed(budget: str) -> list[str]:
-    return [f"priors-{budget}.json", f"priors-{budget}.md"] + [f"priors-{budget}/{name}.pt" for name in PRIORS]
+def _needed(recipe: str) -> list[str]:
+    return [f"priors-{recipe}.json", f"priors-{recipe}.md"] + [f"priors-{recipe}/{name}.pt" for name in PRIORS]
 
 
-def results_dir(budget: str = "cpu", download: bool = True) -> pathlib.Path:
-    """The folder with ``priors-<budget>.json``, ``.md`` and the checkpoints ``priors-<budget>/<prior>.pt``.
+def results_dir(recipe: str = "cpu", download: bool = True) -> pathlib.Path:
+    """The folder with ``priors-<recipe>.json``, ``.md`` and the checkpoints ``priors-<recipe>/<prior>.pt``, the
+    results of ``python -m vaecourse reproduce --recipe <recipe>`` (``cpu`` or ``gpu``).
 
     Looked for in ``$VAECOURSE_RESULTS``, ``./results``, ``../results`` (a chapter runs in ``book/``) and the
     cache; otherwise downloaded from the repository into the cache (``download=False`` raises instead).
     """
-    if budget not in ("cpu", "gpu"):
-        raise ValueError(f"budget must be 'cpu' or 'gpu', got {budget!r}")
-    needed = _needed(budget)
+    if recipe not in ("cpu", "gpu"):
+        raise ValueError(f"recipe must be 'cpu' or 'gpu', got {recipe!r}")
+    needed = _needed(recipe)
     candidates = [pathlib.Path(os.environ[RESULTS_ENV])] if os.environ.get(RESULTS_ENV) else []
     cache = data.cache_dir() / "results"
     candidates += [pathlib.Path.cwd() / "results", pathlib.Path.cwd().parent / "results", cache]
@@ -42,11 +43,11 @@ def results_dir(budget: str = "cpu", download: bool = True) -> pathlib.Path:
         if all((folder / name).is_file() for name in needed):
             return folder
     advice = (
-        f"run `python -m vaecourse reproduce --budget {budget} --out DIR` (about 15 minutes on a CPU for the cpu "
-        f"budget) and set {RESULTS_ENV}=DIR"
+        f"run `python -m vaecourse reproduce --budget {recipe} --out DIR` (about 15 minutes on a CPU for the cpu "
+        f"recipe) and set {RESULTS_ENV}=DIR"
     )
     if not download:
-        raise FileNotFoundError(f"the {budget} results are not in {', '.join(map(str, candidates))}: {advice}")
+        raise FileNotFoundError(f"the {recipe} results are not in {', '.join(map(str, candidates))}: {advice}")
     from . import __version__  # the tag of the release, whose results match this package
 
     base = os.environ.get(URL_ENV, f"{REPOSITORY}/raw/v{__version__}/results").rstrip("/")
