@@ -7,7 +7,8 @@ import torch
 from torch.distributions import Bernoulli, Binomial, Independent
 
 import vaecourse as vc
-from vaecourse.vae import GreyLevels, SparseInputLinear
+from vaecourse.sparse import SparseInputLinear
+from vaecourse.vae import GreyLevels
 
 
 def small_vae(**overrides):
