@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from vaecourse import vi
+from vaecourse import amortized
 from vaecourse.exercises import amortized as exercises
 
 
@@ -31,7 +31,7 @@ def test_gap_checker_accepts_the_solution_and_the_package_function():
     assert exercises.check_amortization_gap(gap_solution).passed
 
     def with_the_package(log_px, best_elbo, amortized_elbo):
-        gaps = vi.inference_gaps(log_px, best_elbo, amortized_elbo)
+        gaps = amortized.inference_gaps(log_px, best_elbo, amortized_elbo)
         return torch.stack([gaps.approximation.mean(), gaps.amortization.mean()])
 
     assert exercises.check_amortization_gap(with_the_package).passed
@@ -114,7 +114,7 @@ def output_solution(output):
 
 def test_output_checker_accepts_the_solution_the_package_and_an_equivalent_multivariate_normal():
     assert exercises.check_encoder_output(output_solution).passed
-    assert exercises.check_encoder_output(vi.encoder_distribution).passed
+    assert exercises.check_encoder_output(amortized.encoder_distribution).passed
 
     def full(output):
         mean, log_variance = output.chunk(2, dim=-1)

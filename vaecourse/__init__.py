@@ -8,6 +8,7 @@ exercise checkers (``plots``, ``exercises``, ``reproduce``, ``results``) are imp
 import importlib
 
 from . import (
+    amortized,
     checkpoint,
     data,
     estimators,
@@ -50,6 +51,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "VAE",
+    "amortized",
     "Budget",
     "TrainConfig",
     "VAEConfig",

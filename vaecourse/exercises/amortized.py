@@ -15,8 +15,8 @@ import traceback
 import torch
 from torch.distributions import Distribution, Independent
 
+from ..amortized import encoder_distribution, inference_gaps
 from ..runtime import seeded
-from ..vi import encoder_distribution, inference_gaps
 from .checking import DEFAULT_DIAGNOSES, Result, check_function
 
 __all__ = ["check_amortization_gap", "check_encoder_output"]
