@@ -94,6 +94,7 @@ def test_ci_runs_what_ci_run_runs():
     steps = " ".join(step.get("run", "") for job in ci["jobs"].values() for step in job["steps"])
     for target in re.findall(r"^make ([\w-]+)", run, flags=re.MULTILINE):
         assert f"make {target}" in steps, f".ci/run runs make {target}, .github/workflows/ci.yml does not"
+    assert ci["env"]["PIP_EXTRA_INDEX_URL"] == CPU_INDEX, "CI takes torch's CPU build"
 
 
 def test_the_book_workflow_deploys_to_pages_with_the_permissions_it_needs():
