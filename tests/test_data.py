@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaecourse import data
+from vaecourse import data, download
 
 FILE_NAMES = [f"binarized_mnist_{split}.amat" for split in data.SPLITS]
 SMALL_ROWS = {"train": 5, "valid": 3, "test": 4}
@@ -320,8 +320,8 @@ def test_hanging_connection_is_abandoned_at_the_deadline(isolated_dirs, monkeypa
         released.wait(60)  # a name lookup that does not answer until the test lets it
         raise OSError("too late")
 
-    monkeypatch.setattr(data, "DOWNLOAD_DEADLINE", 0.3)
-    monkeypatch.setattr(data.urllib.request, "urlopen", hanging_urlopen)
+    monkeypatch.setattr(download, "DOWNLOAD_DEADLINE", 0.3)
+    monkeypatch.setattr(download.urllib.request, "urlopen", hanging_urlopen)
     monkeypatch.setenv("VAECOURSE_MNIST_URL", "http://unreachable.invalid/")
     try:
         with pytest.raises(data.DataUnavailableError, match="no answer from .* within 0.3 s"):
@@ -381,8 +381,8 @@ def test_download_of_a_small_file_with_matching_checksum(isolated_dirs, small_ro
 def test_stalled_download_fails_at_the_deadline_and_leaves_nothing(
     isolated_dirs, small_rows, serve, monkeypatch
 ):
-    monkeypatch.setattr(data, "SOCKET_TIMEOUT", 0.5)
-    monkeypatch.setattr(data, "DOWNLOAD_DEADLINE", 2.0)
+    monkeypatch.setattr(download, "SOCKET_TIMEOUT", 0.5)
+    monkeypatch.setattr(download, "DOWNLOAD_DEADLINE", 2.0)
     serve(amat_bytes(random_bits(small_rows["valid"])), stall=True)
     with pytest.raises(data.DataUnavailableError, match="timed out"):  # the socket timeout fired, not a hang
         data.load("binarized-mnist", "valid")

@@ -7,7 +7,8 @@ Chapter "Setting up: device, data and budgets" loads both and explains where the
 - ``load("binarized-mnist")`` is the 28x28 binary MNIST of Larochelle & Murray (2011), the benchmark of the
   VAE literature (50000 / 10000 / 10000 images, no labels). The three ``.amat`` text files are read from
   ``data_dir() / "binarized_mnist"`` and downloaded there when absent; a compact binary copy is cached in
-  ``cache_dir()`` so that the second load takes a fraction of a second.
+  ``cache_dir()`` so that the second load takes a fraction of a second. The transfer itself (deadlines, progress,
+  nothing partial left behind) is :mod:`vaecourse.download`'s.
 
 Nothing is read or downloaded at import time.
 """
@@ -20,14 +21,14 @@ import http.client
 import os
 import pathlib
 import tempfile
-import threading
-import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from . import download
 
 DATASETS = ("digits", "binarized-mnist")
 SPLITS = ("train", "valid", "test")
@@ -52,10 +53,6 @@ MNIST_SHAPE = (28, 28)
 PIXELS = MNIST_SHAPE[0] * MNIST_SHAPE[1]
 LINE_BYTES = 2 * PIXELS  # 784 digits, each followed by a space, the last by "\n"
 
-SOCKET_TIMEOUT = 10.0  # seconds one connection attempt or one read may block
-DOWNLOAD_DEADLINE = 30.0  # seconds that opening the connection (name lookup included) may take in all
-CHUNK_BYTES = 1 << 16
-
 _CACHE_WARNED: set[str] = set()  # cache folders already warned about, so that each is warned about once
 
 
@@ -65,10 +62,6 @@ class DataUnavailableError(RuntimeError):
 
 class CorruptDataError(ValueError):
     """A binarized MNIST ``.amat`` file does not have the expected layout or values."""
-
-
-class _TransferFailed(Exception):
-    """A download went wrong in a way that urllib does not report itself (short body, wrong checksum)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,87 +266,18 @@ def _download(target: Path, split: str) -> np.ndarray:
     base = os.environ.get(MNIST_URL_ENV) or MNIST_URL
     url = base if base.endswith("/") else base + "/"
     url += target.name
+
+    def verify(temporary: Path, digest: str) -> np.ndarray:  # before the file takes its name
+        if digest != MNIST_SHA256[split]:
+            raise download.TransferFailed(f"SHA-256 {digest} of the download, expected {MNIST_SHA256[split]}")
+        return _parse_amat(temporary, split)
+
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        bits = _download_checked(url, target, split)
-    except (OSError, http.client.HTTPException, _TransferFailed, CorruptDataError) as error:
+        bits = download.fetch(url, target, verify)
+    except (OSError, http.client.HTTPException, download.TransferFailed, CorruptDataError) as error:
         raise DataUnavailableError(_unavailable_message(target.parent, url, error)) from error
     _write_cache(_cache_path(target), bits)
     return bits
-
-
-def _download_checked(url: str, target: Path, split: str) -> np.ndarray:
-    """Stream ``url`` into a temporary file next to ``target``; only a verified file is renamed to it."""
-    handle = tempfile.NamedTemporaryFile(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False
-    )
-    temporary = Path(handle.name)
-    try:
-        with handle:
-            digest = _stream(url, handle, target.name)
-        if digest != MNIST_SHA256[split]:
-            raise _TransferFailed(f"SHA-256 {digest} of the download, expected {MNIST_SHA256[split]}")
-        bits = _parse_amat(temporary, split)
-        os.chmod(temporary, 0o644)  # temporary files are private; the data file is not
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return bits
-
-
-def _stream(url: str, handle, label: str) -> str:
-    """Copy the body of ``url`` into ``handle`` with a progress bar; returns its SHA-256 in hex."""
-    from tqdm.auto import tqdm
-
-    digest, received = hashlib.sha256(), 0
-    with _open_url(url) as response:
-        length = response.headers.get("Content-Length", "")
-        expected = int(length) if length.isdigit() else None
-        with tqdm(
-            total=expected, desc=label, unit="B", unit_scale=True, unit_divisor=1024, disable=None
-        ) as bar:
-            while chunk := response.read(CHUNK_BYTES):  # each read blocks at most SOCKET_TIMEOUT seconds
-                handle.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-    if expected is not None and received != expected:
-        raise _TransferFailed(f"the connection closed after {received} of {expected} bytes")
-    return digest.hexdigest()
-
-
-def _open_url(url: str):
-    """``urlopen(url)``, given up after ``DOWNLOAD_DEADLINE`` seconds in all.
-
-    urllib's timeout bounds each socket operation, but not a slow name lookup nor a host with several
-    unreachable addresses; so the opening runs in a helper thread, which is abandoned when it takes too long.
-    """
-    outcome: dict = {}
-    lock, done = threading.Lock(), threading.Event()
-
-    def open_in_thread():
-        try:
-            response = urllib.request.urlopen(url, timeout=min(SOCKET_TIMEOUT, DOWNLOAD_DEADLINE))
-        except Exception as error:  # handed over to the waiting thread
-            outcome["error"] = error
-        else:
-            with lock:
-                if outcome.get("abandoned"):
-                    response.close()
-                else:
-                    outcome["response"] = response
-        done.set()
-
-    threading.Thread(target=open_in_thread, name="vaecourse-download", daemon=True).start()
-    done.wait(DOWNLOAD_DEADLINE)
-    with lock:
-        if "response" in outcome:
-            return outcome["response"]
-        if "error" in outcome:
-            raise outcome["error"]
-        outcome["abandoned"] = True
-    raise TimeoutError(f"no answer from {url} within {DOWNLOAD_DEADLINE:g} s")
 
 
 def _unavailable_message(folder: Path, url: str, error: BaseException) -> str:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 
 from . import data
+from .download import fetch
 
 __all__ = ["REPOSITORY", "results_dir"]
 
@@ -55,14 +55,9 @@ def results_dir(recipe: str = "cpu", download: bool = True) -> pathlib.Path:
         target = cache / name
         if target.is_file():
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         try:
-            with os.fdopen(handle, "wb") as file:
-                data._stream(f"{base}/{name}", file, name)
-            os.replace(temporary, target)
+            fetch(f"{base}/{name}", target)
         except Exception as error:
-            pathlib.Path(temporary).unlink(missing_ok=True)
             raise data.DataUnavailableError(
                 f"could not download {base}/{name} ({type(error).__name__}: {error}); {advice}"
             ) from error
