@@ -133,7 +133,7 @@ def test_a_checker_leaves_the_global_generator_as_it_was(name, keep_distribution
         result = checker("drawing", _learner_who_draws, lambda: torch.rand(3), [{}])
     else:
         result = checker(_learner_who_draws)
-    assert not result.passed
+    assert not result.passed and result.kind == "not_implemented"  # the stub, recognised by every checker
     assert torch.equal(torch.random.get_rng_state(), before)
 
 

@@ -17,7 +17,7 @@ from torch.distributions import Distribution, Independent
 
 from ..amortized import encoder_distribution, inference_gaps
 from ..runtime import seeded
-from .checking import DEFAULT_DIAGNOSES, Result, check_function
+from .checking import DEFAULT_DIAGNOSES, NOT_IMPLEMENTED, Result, check_function
 
 __all__ = ["check_amortization_gap", "check_encoder_output"]
 
@@ -106,12 +106,12 @@ def check_amortization_gap(function) -> Result:
         cases,
         diagnoses=(_gap_mistakes, *DEFAULT_DIAGNOSES),
     )
-    if not result.passed and result.message.startswith("expected shape (2,)"):
+    if result.kind == "shape":
         result.details = [
             "return the two mean gaps as one tensor of shape [2]: torch.stack([approximation.mean(), "
             "amortization.mean()]), not one value per example"
         ]
-    if not result.passed and result.message.startswith("expected a torch.Tensor"):
+    if result.kind == "type":
         result.details = ["return one tensor: torch.stack([approximation_gap, amortization_gap])"]
     return result
 
@@ -195,7 +195,7 @@ def _check_encoder_case(function, exercise: str, output: torch.Tensor, where: st
     try:
         got = function(output.clone())
     except NotImplementedError:
-        return Result(exercise, False, "not implemented yet: replace `raise NotImplementedError` with your code")
+        return NOT_IMPLEMENTED.result(exercise)
     except ValueError as error:
         if "scale" in str(error) and "GreaterThan" in str(error):
             return Result(
@@ -207,12 +207,14 @@ def _check_encoder_case(function, exercise: str, output: torch.Tensor, where: st
                     "the last d numbers are log σ², which can be negative; the scale is the standard deviation "
                     "σ = exp(½ log σ²)"
                 ],
+                kind="raised",
             )
         first_line = str(error).splitlines()[0] if str(error) else ""
         return Result(
             exercise,
             False,
             f"your function raised ValueError: {first_line} (line {_learners_line(error)}, {where})",
+            kind="raised",
         )
     except Exception as error:  # the learner's bug, reported rather than raised
         first_line = str(error).splitlines()[0] if str(error) else ""
@@ -220,6 +222,7 @@ def _check_encoder_case(function, exercise: str, output: torch.Tensor, where: st
             exercise,
             False,
             f"your function raised {type(error).__name__}: {first_line} (line {_learners_line(error)}, {where})",
+            kind="raised",
         )
     expected = encoder_distribution(output)
     if not isinstance(got, Distribution):

@@ -11,15 +11,26 @@ import torch
 
 from ..runtime import seeded
 
+KINDS = ("correct", "not_implemented", "raised", "type", "shape", "value")
+
 
 @dataclass
 class Result:
-    """The verdict of a checker: ``passed``, and a message that says what is wrong and how to look for it."""
+    """The verdict of a checker: ``passed``, a message that says what is wrong and how to look for it, and its
+    ``kind``, for code that acts on the verdict (one of :data:`KINDS`): ``correct``, ``not_implemented`` (the
+    stub), ``raised`` (the learner's function raised), ``type`` or ``shape`` (the answer is not a tensor of the
+    right shape), or ``value`` (the numbers are wrong)."""
 
     exercise: str
     passed: bool
     message: str
     details: list[str] = field(default_factory=list)
+    kind: str = ""
+
+    def __post_init__(self):
+        self.kind = self.kind or ("correct" if self.passed else "value")
+        if self.kind not in KINDS:
+            raise ValueError(f"a result's kind is one of {KINDS}, got {self.kind!r}")
 
     def __bool__(self) -> bool:
         return self.passed
@@ -92,17 +103,31 @@ def close_enough(got: torch.Tensor, candidate: torch.Tensor) -> bool:
     )
 
 
-def _call(function, case) -> tuple[object, str | None]:
+@dataclass(frozen=True)
+class Problem:
+    """Why the learner's function gave no answer: its ``kind`` (``not_implemented`` or ``raised``) and a message."""
+
+    kind: str
+    message: str
+
+    def result(self, exercise: str) -> Result:
+        return Result(exercise, False, self.message, kind=self.kind)
+
+
+NOT_IMPLEMENTED = Problem("not_implemented", "not implemented yet: replace `raise NotImplementedError` with your code")
+
+
+def _call(function, case) -> tuple[object, Problem | None]:
     try:
         return function(**case), None
     except NotImplementedError:
-        return None, "not implemented yet: replace `raise NotImplementedError` with your code"
+        return None, NOT_IMPLEMENTED
     except Exception as error:  # the learner's bug, reported rather than raised
         frames = traceback.extract_tb(error.__traceback__)
         code = getattr(function, "__code__", None)
         own = [frame for frame in frames if code is not None and frame.filename == code.co_filename]
         where = f" (line {own[-1].lineno} of your function)" if own else ""
-        return None, f"your function raised {type(error).__name__}: {error}{where}"
+        return None, Problem("raised", f"your function raised {type(error).__name__}: {error}{where}")
 
 
 def check_function(
@@ -126,12 +151,12 @@ def check_function(
         with seeded(seed + number):  # the same draws for both, and the learner's generator left as it was
             got, problem = _call(function, case)
         if problem:
-            return Result(exercise, False, problem)
+            return problem.result(exercise)
         with seeded(seed + number):
             expected = reference(**case)
         where = f"case {number} of {len(cases)}"
         if not isinstance(got, torch.Tensor):
-            return Result(exercise, False, f"expected a torch.Tensor, got {type(got).__name__} ({where})")
+            return Result(exercise, False, f"expected a torch.Tensor, got {type(got).__name__} ({where})", kind="type")
         if got.shape != expected.shape:
             return Result(
                 exercise,
@@ -140,6 +165,7 @@ def check_function(
                 ["one value per example: reduce over the samples, not over the batch"]
                 if got.numel() != expected.numel()
                 else [],
+                kind="shape",
             )
         got = got.detach().to(expected.dtype)
         if torch.allclose(got, expected, rtol=rtol, atol=atol):

@@ -42,7 +42,7 @@ def _offset(got: torch.Tensor, expected: torch.Tensor) -> float | None:
 
 def _shape_hint(result: Result, hint: str) -> Result:
     """Replace the generic advice after a wrong shape with one that fits the exercise."""
-    if not result.passed and result.message.startswith("expected shape"):
+    if result.kind == "shape":
         result.details = [hint]
     return result
 

@@ -193,7 +193,7 @@ def _reduction_hint(got, case) -> str | None:
 
 
 def _with_reduction_hint(result: Result, function, case, generic: str) -> Result:
-    if result.passed or not result.message.startswith("expected shape"):
+    if result.kind != "shape":
         return result
     got, problem = _call(function, case)
     hint = None if problem else _reduction_hint(got, case)
@@ -282,7 +282,7 @@ def check_fixed_loss(function: Callable) -> Result:
     result = check_function(
         "fixed loss", function, _training_loss, cases, diagnoses=(_fixed_loss_mistakes, *DEFAULT_DIAGNOSES)
     )
-    if not result.passed and result.message.startswith("expected shape"):
+    if result.kind == "shape":
         got, problem = _call(function, cases[0])
         per_example = negative_elbo(**cases[0])
         if not problem and isinstance(got, torch.Tensor) and close_enough(got.detach().to(_DTYPE), per_example):
@@ -412,7 +412,7 @@ def check_training_step(function: Callable) -> Result:
         where = f"case {number} of {len(cases)}"
         got_model, value, problem = _run_step(function, case)
         if problem:
-            return Result(exercise, False, problem)
+            return problem.result(exercise)
         expected_model, expected_loss, _ = _run_step(_reference_step, case)
         got, expected = _parameters(got_model), _parameters(expected_model)
         if torch.allclose(got, expected, rtol=1e-6, atol=1e-8):
