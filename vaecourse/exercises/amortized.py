@@ -17,17 +17,9 @@ from torch.distributions import Distribution, Independent
 
 from ..amortized import encoder_distribution, inference_gaps
 from ..runtime import seeded
-from .checking import DEFAULT_DIAGNOSES, NOT_IMPLEMENTED, Result, check_function
+from .checking import DEFAULT_DIAGNOSES, NOT_IMPLEMENTED, Result, check_function, close_enough
 
 __all__ = ["check_amortization_gap", "check_encoder_output"]
-
-
-def _close(got: torch.Tensor, candidate: torch.Tensor) -> bool:
-    return (
-        got.shape == candidate.shape
-        and bool(torch.isfinite(candidate).all())
-        and bool(torch.allclose(got, candidate, rtol=1e-5, atol=1e-6))
-    )
 
 
 # --- Exercise 1: the two gaps ---------------------------------------------------------------------------------
@@ -89,7 +81,7 @@ def _gap_mistakes(got, expected, case):
         ),
     ]
     for value, hint in variants:
-        if _close(got, value):
+        if close_enough(got, value):
             return hint
     return None
 
@@ -140,16 +132,16 @@ def _scale_hint(got_mean, got_std, output) -> str | None:
     """Name the mistake when the mean or the scale is not the reference's (None: both are right, or unknown)."""
     d = output.shape[-1] // 2
     mean, log_variance = output[..., :d], output[..., d:]
-    if not _close(got_mean, mean):
-        if _close(got_mean, log_variance) and _close(got_std, torch.exp(0.5 * mean)):
+    if not close_enough(got_mean, mean):
+        if close_enough(got_mean, log_variance) and close_enough(got_std, torch.exp(0.5 * mean)):
             return "the halves are swapped: the first d numbers of the output are μ, the last d are log σ²"
-        if d > 1 and _close(got_mean, output[..., 0::2]):
+        if d > 1 and close_enough(got_mean, output[..., 0::2]):
             return (
                 "μ is taken from every other number: the output is two halves, [μ (first d), log σ² (last d)]; "
                 "split it with output.chunk(2, dim=-1)"
             )
         return "the mean should be the first half of the output, output[..., :d]"
-    if _close(got_std, torch.exp(0.5 * log_variance)):
+    if close_enough(got_std, torch.exp(0.5 * log_variance)):
         return None
     candidates = [
         (
@@ -171,7 +163,7 @@ def _scale_hint(got_mean, got_std, output) -> str | None:
         (torch.exp(0.25 * log_variance), "this is σ^(1/2): σ = exp(½ log σ²) = sqrt(exp(log σ²))"),
     ]
     for value, hint in candidates:
-        if _close(got_std, value):
+        if close_enough(got_std, value):
             return hint
     return "the scale should be σ = exp(½ log σ²), from the last half of the output"
 
@@ -262,7 +254,7 @@ def _check_encoder_case(function, exercise: str, output: torch.Tensor, where: st
         if hint:
             return Result(exercise, False, f"not yet ({where})", [hint])
         z = expected.sample((3,))
-        if not _close(got.log_prob(z).double(), expected.log_prob(z)):
+        if not close_enough(got.log_prob(z).double(), expected.log_prob(z)):
             return Result(exercise, False, f"q.log_prob differs from that of N(μ, diag σ²) ({where})")
     return None
 

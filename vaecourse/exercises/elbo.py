@@ -17,13 +17,9 @@ import torch
 
 from ..models import LinearGaussian
 from ..vi import DiagonalGaussian
-from .checking import DEFAULT_DIAGNOSES, Result, check_function
+from .checking import DEFAULT_DIAGNOSES, Result, check_function, close_enough
 
 __all__ = ["check_elbo_monte_carlo", "check_gaussian_entropy", "check_mean_field_scale"]
-
-
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and bool(torch.isfinite(b).all()) and torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 # --- The Monte Carlo ELBO ------------------------------------------------------------------------------------
@@ -86,7 +82,7 @@ def _elbo_diagnoses():
 
     def known_mistake(got, expected, case):
         for name, value in variants(case).items():
-            if not _close(expected, value) and _close(got, value):
+            if not close_enough(expected, value) and close_enough(got, value):
                 return hints[name]
         return None
 
@@ -149,7 +145,7 @@ def _entropy_diagnoses():
             + 0.5 * (1 + math.log(2 * math.pi)),
         }
         for hint, value in variants.items():
-            if not _close(expected, value) and _close(got, value):
+            if not close_enough(expected, value) and close_enough(got, value):
                 return hint
         if bool(torch.isfinite(expected).all()) and not bool(torch.isfinite(got).all()):
             return (
@@ -206,7 +202,7 @@ def _mean_field_diagnoses():
             "these are sqrt((Σ⁻¹)_jj) = 1/σ_j: invert them": precision_diagonal.sqrt(),
         }
         for hint, value in variants.items():
-            if not _close(expected, value) and _close(got, value):
+            if not close_enough(expected, value) and close_enough(got, value):
                 return hint
         return None
 

@@ -18,15 +18,11 @@ import math
 import torch
 
 from ..models import LinearGaussian, NonlinearToy
-from .checking import Result, check_function, constant_offset, not_finite, sign_flipped
+from .checking import Result, check_function, close_enough, constant_offset, not_finite, sign_flipped
 
 __all__ = ["check_log_joint", "check_log_marginal_quadrature"]
 
 _RTOL, _ATOL = 1e-5, 1e-6
-
-
-def _close(got: torch.Tensor, expected: torch.Tensor) -> bool:
-    return got.shape == expected.shape and bool(torch.allclose(got, expected.to(got.dtype), rtol=_RTOL, atol=_ATOL))
 
 
 def _offset(got: torch.Tensor, expected: torch.Tensor) -> float | None:
@@ -64,20 +60,20 @@ def _log_joint_terms(case: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _forgotten_term(got, expected, case):
     log_px_z, log_pz = _log_joint_terms(case)
-    if _close(got, log_px_z):
+    if close_enough(got, log_px_z):
         return "this is log p(x|z) alone: the prior term log p(z) = model.prior.log_prob(z) is missing"
-    if _close(got, log_pz):
+    if close_enough(got, log_pz):
         return "this is log p(z) alone: the likelihood term log p(x|z) = model.likelihood(z).log_prob(x) is missing"
     return None
 
 
 def _terms_combined_wrongly(got, expected, case):
     log_px_z, log_pz = _log_joint_terms(case)
-    if _close(got, log_px_z - log_pz) or _close(got, log_pz - log_px_z):
+    if close_enough(got, log_px_z - log_pz) or close_enough(got, log_pz - log_px_z):
         return "one term is subtracted: p(x, z) = p(x|z) · p(z), and the log of a product is a sum of logs"
-    if _close(got, log_px_z * log_pz):
+    if close_enough(got, log_px_z * log_pz):
         return "the two logs are multiplied: the log of the product p(x|z) · p(z) is the sum log p(x|z) + log p(z)"
-    if _close(got, expected.exp()):
+    if close_enough(got, expected.exp()):
         return "this is the density p(x, z) itself: return its logarithm, log p(x|z) + log p(z)"
     return None
 

@@ -13,13 +13,9 @@ from __future__ import annotations
 import torch
 
 from ..gaussian import kl_to_standard_normal, reparameterize
-from .checking import DEFAULT_DIAGNOSES, Result, check_function
+from .checking import DEFAULT_DIAGNOSES, Result, check_function, close_enough
 
 __all__ = ["check_gaussian_kl", "check_rsample", "check_score_function"]
-
-
-def _close(got: torch.Tensor, candidate: torch.Tensor) -> bool:
-    return got.shape == candidate.shape and torch.allclose(got, candidate, rtol=1e-5, atol=1e-6)
 
 
 def _with_shape_hint(result: Result, hint: str) -> Result:
@@ -46,20 +42,20 @@ def _cases(shapes: list[tuple[tuple[int, ...], tuple[int, ...]]], seed: int) -> 
 
 def _rsample_mistakes(got, expected, case):
     mean, std, eps = case["mean"], case["std"], case["eps"]
-    if _close(got, mean + std**2 * eps):
+    if close_enough(got, mean + std**2 * eps):
         return (
             "you scaled ε by σ² (the variance): z = μ + σ·ε uses the standard deviation σ. The slide's N(μ, σ) "
             "means the variance σ² (see the errata), and std is σ itself"
         )
-    if _close(got, mean + std.sqrt() * eps):
+    if close_enough(got, mean + std.sqrt() * eps):
         return "you took √σ: std is already the standard deviation σ, use it as it is"
-    if _close(got, std * eps + torch.zeros_like(mean)):
+    if close_enough(got, std * eps + torch.zeros_like(mean)):
         return "the mean μ is missing: z = μ + σ·ε"
-    if _close(got, mean * eps + std):
+    if close_enough(got, mean * eps + std):
         return "μ and σ are swapped: ε is scaled by σ and shifted by μ"
-    if _close(got, mean + eps):
+    if close_enough(got, mean + eps):
         return "ε is not scaled by σ: z = μ + σ·ε"
-    if _close(got, mean.expand_as(got)):
+    if close_enough(got, mean.expand_as(got)):
         return "the noise is missing: z = μ + σ·ε, with the ε that is passed in"
     return None
 
@@ -105,17 +101,17 @@ def _kl_mistakes(got, expected, case):
     mean, std = case["mean"], case["std"]
     dim = mean.shape[-1]
     terms = _kl_terms(mean, std)
-    if _close(got, terms.sum(-1)):
+    if close_enough(got, terms.sum(-1)):
         return "the factor ½ is missing: KL = ½ Σ_j (σ_j² + μ_j² − 1 − log σ_j²)"
-    if _close(got, 0.5 * (std**2 + mean**2 - 1 - torch.log(std)).sum(-1)):
+    if close_enough(got, 0.5 * (std**2 + mean**2 - 1 - torch.log(std)).sum(-1)):
         return "the formula has log σ², which is 2 log σ: you wrote log σ"
-    if _close(got, 0.5 * _kl_terms(mean, std, variance_like=std).sum(-1)):
+    if close_enough(got, 0.5 * _kl_terms(mean, std, variance_like=std).sum(-1)):
         return "std is σ, the standard deviation: the formula needs the variance σ² = std**2"
-    if _close(got, 0.5 * terms.mean(-1)):
+    if close_enough(got, 0.5 * terms.mean(-1)):
         return "sum over the d latent coordinates, not the mean: the KL of independent coordinates adds up"
-    if mean.ndim >= 2 and _close(got, 0.5 * terms.sum(0)):
+    if mean.ndim >= 2 and close_enough(got, 0.5 * terms.sum(0)):
         return "you summed over the examples (dim 0): sum over the latent dimension, the last one (dim=-1)"
-    if _close(got, 0.5 * (std**2 + mean**2 - torch.log(std**2)).sum(-1)):
+    if close_enough(got, 0.5 * (std**2 + mean**2 - torch.log(std**2)).sum(-1)):
         return f"the −1 inside the sum is missing (every value is off by d/2 = {dim / 2:g})"
     return None
 
@@ -160,19 +156,19 @@ def _score_mistakes(got, expected, case):
     centred = z - mean
     scores = _gaussian_scores(z, mean, std)
     weight = f_values[:, None]
-    if _close(got, scores):
+    if close_enough(got, scores):
         return "that is the score ∇ log q(z) alone: multiply it by f(z) (f_values), sample by sample"
     wrt_variance = torch.cat([centred / std**2, (centred**2 - std**2) / (2 * std**4)], dim=-1)
-    if _close(got, weight * wrt_variance):
+    if close_enough(got, weight * wrt_variance):
         return (
             "the σ part is the derivative with respect to the variance σ²; the parameter is σ: "
             "∂/∂σ log q = ((z − μ)² − σ²)/σ³"
         )
-    if _close(got, weight * torch.cat([centred / std**2, centred**2 / std**3], dim=-1)):
+    if close_enough(got, weight * torch.cat([centred / std**2, centred**2 / std**3], dim=-1)):
         return "the normaliser 1/σ of the density depends on σ too: ∂/∂σ log q = ((z − μ)² − σ²)/σ³, not (z − μ)²/σ³"
-    if _close(got[:, : z.shape[-1]], weight * centred / std):
+    if close_enough(got[:, : z.shape[-1]], weight * centred / std):
         return "∂/∂μ log N(z; μ, σ²) = (z − μ)/σ²: divide by the variance, not by σ"
-    if _close(got, weight * torch.cat([scores[:, z.shape[-1] :], scores[:, : z.shape[-1]]], dim=-1)):
+    if close_enough(got, weight * torch.cat([scores[:, z.shape[-1] :], scores[:, : z.shape[-1]]], dim=-1)):
         return "the two halves are swapped: first the d derivatives in μ, then the d derivatives in σ"
     return None
 
