@@ -1,4 +1,4 @@
-"""Tests of vaecourse.exercises.latent_models: each checker accepts correct answers, names each typical bug, and
+"""Tests of vaecourse.exercises.chapter1: each checker accepts correct answers, names each typical bug, and
 says "not implemented yet" for the stub; the references agree with the models' own log p(x)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from vaecourse.exercises import latent_models
-from vaecourse.exercises.latent_models import check_log_joint, check_log_marginal_quadrature
+from vaecourse.exercises import chapter1 as latent_models
+from vaecourse.exercises.chapter1 import check_log_joint, check_log_marginal_quadrature
 from vaecourse.models import LinearGaussian, NonlinearToy
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

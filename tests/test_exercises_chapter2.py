@@ -1,4 +1,4 @@
-"""Tests of vaecourse.exercises.monte_carlo: each checker accepts correct answers, names each typical bug, and
+"""Tests of vaecourse.exercises.chapter2: each checker accepts correct answers, names each typical bug, and
 says "not implemented yet" for the stub."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from vaecourse.exercises.monte_carlo import (
+from vaecourse.exercises.chapter2 import (
     check_effective_sample_size,
     check_log_marginal_naive,
     check_log_mean_exp,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal
 
-from vaecourse.exercises import surgery as exercises
+from vaecourse.exercises import chapter7 as exercises
 from vaecourse.surgery import AggregatePosterior
 
 
