@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from .checks import check_last_dim, check_num_samples
+from .checks import check_last_dim, check_num_samples, check_positive_int
 from .estimators import elbo, exact_elbo
 from .vi import DiagonalGaussian, Monitor, ascend_elbo, fit_q
 
@@ -134,11 +134,11 @@ class GaussianEncoder(nn.Module):
         device=None,
     ):
         super().__init__()
-        self.data_dim = check_num_samples(data_dim, "data_dim")
-        self.latent_dim = check_num_samples(latent_dim, "latent_dim")
+        self.data_dim = check_positive_int(data_dim, "data_dim")
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         hidden = tuple(hidden)
         for width in hidden:
-            check_num_samples(width, "each hidden width")
+            check_positive_int(width, "each hidden width")
         if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 0):
             raise ValueError(f"rank must be a non-negative int or None, got {rank!r}")
         if rank == 0 and hidden:
@@ -309,7 +309,7 @@ def fit_em(
     The model and the encoder are changed in place.
     """
     for value, name in ((rounds, "rounds"), (e_steps, "e_steps"), (m_steps, "m_steps")):
-        check_num_samples(value, name)
+        check_positive_int(value, name)
     check_num_samples(num_samples)
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}")

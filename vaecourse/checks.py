@@ -15,8 +15,14 @@ def check_last_dim(tensor: torch.Tensor, size: int, name: str) -> None:
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
 
 
+def check_positive_int(value, name: str) -> int:
+    """``value`` if it is a positive int (not a bool), else ``ValueError`` naming ``name``: the one check of
+    sizes, counts and widths."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
 def check_num_samples(num_samples, name: str = "num_samples") -> int:
-    """A positive int, or ``ValueError``."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"{name} must be a positive int, got {num_samples!r}")
-    return num_samples
+    """A Monte Carlo sample count: :func:`check_positive_int` under the estimators' argument name."""
+    return check_positive_int(num_samples, name)

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, kl_divergence
 
-from .checks import check_num_samples
+from .checks import check_num_samples, check_positive_int
 
 __all__ = [
     "AmortizedModel",
@@ -88,7 +88,7 @@ def _draw(distribution: Distribution, num_samples: int, batch_shape: torch.Size,
 
 def _chunk_size(num_samples: int, batch_shape: torch.Size, width: int, chunk_size: int | None) -> int:
     if chunk_size is not None:
-        return check_num_samples(chunk_size, "chunk_size")
+        return check_positive_int(chunk_size, "chunk_size")
     per_sample = max(1, math.prod(batch_shape)) * max(1, width)
     return max(1, min(num_samples, _CHUNK_ELEMENTS // per_sample))
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import estimators
-from .checks import check_num_samples
+from .checks import check_num_samples, check_positive_int
 from .estimators import AmortizedModel
 from .runtime import seeded
 
@@ -79,7 +79,7 @@ def log_likelihood(
     was; ``None`` draws from the caller's generator.
     """
     check_num_samples(num_samples)
-    check_num_samples(batch_size, "batch_size")
+    check_positive_int(batch_size, "batch_size")
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         raise ValueError(f"x must be a batch of examples [N, D], got {getattr(x, 'shape', type(x).__name__)}")
     values = []

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
+from .checks import check_positive_int
 from .models import LinearGaussian, gaussian_moments
 
 __all__ = [
@@ -50,8 +51,7 @@ def isotropic_model(
     >>> round(posterior.covariance_matrix[0, 0].item(), 12)  # σ² / (w² + σ²)
     0.2
     """
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-        raise ValueError(f"latent_dim must be a positive int, got {latent_dim!r}")
+    check_positive_int(latent_dim, "latent_dim")
     W = weight * torch.eye(latent_dim, dtype=dtype, device=device)
     return LinearGaussian(W, torch.zeros(latent_dim, dtype=dtype, device=device), noise_std)
 

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
+from .checks import check_positive_int
+
 __all__ = [
     "PRIORS",
     "FlowPrior",
@@ -41,12 +43,6 @@ __all__ = [
 _SOFTPLUS_OF_ONE = math.log(math.e - 1)  # softplus(0.5413) = 1
 
 
-def _check_positive(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 class Prior(nn.Module):
     r"""The base of every prior p(z) in ``latent_dim`` dimensions (chapters 6-8).
 
@@ -57,7 +53,7 @@ class Prior(nn.Module):
 
     def __init__(self, latent_dim: int):
         super().__init__()
-        self.latent_dim = _check_positive(latent_dim, "latent_dim")
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
 
     def forward(self, encoder: nn.Module | None = None) -> Distribution:
         raise NotImplementedError(f"{type(self).__name__} must return its distribution p(z) from forward")
@@ -100,7 +96,7 @@ class MixtureOfGaussians(Prior):
 
     def __init__(self, latent_dim: int, num_components: int = 10, min_scale: float = 1e-3):
         super().__init__(latent_dim)
-        self.num_components = _check_positive(num_components, "num_components")
+        self.num_components = check_positive_int(num_components, "num_components")
         self.min_scale = min_scale
         self.logits = nn.Parameter(torch.zeros(num_components))
         self.loc = nn.Parameter(torch.randn(num_components, latent_dim))
@@ -127,8 +123,8 @@ class VampPrior(Prior):
 
     def __init__(self, latent_dim: int, num_components: int = 500, data_dim: int = 784):
         super().__init__(latent_dim)
-        self.num_components = _check_positive(num_components, "num_components")
-        self.data_dim = _check_positive(data_dim, "data_dim")
+        self.num_components = check_positive_int(num_components, "num_components")
+        self.data_dim = check_positive_int(data_dim, "data_dim")
         self.pseudo_logits = nn.Parameter(0.1 * torch.randn(num_components, data_dim))
         self.register_buffer("initialised", torch.tensor(False))
 
@@ -176,7 +172,7 @@ class FlowPrior(Prior):
         super().__init__(latent_dim)
         import zuko
 
-        self.transforms = _check_positive(transforms, "transforms")
+        self.transforms = check_positive_int(transforms, "transforms")
         self.hidden_dims = tuple(hidden_dims)
         self.flow = zuko.flows.MAF(features=latent_dim, transforms=transforms, hidden_features=self.hidden_dims)
 

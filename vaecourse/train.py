@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import widgets
-from .checks import check_num_samples
+from .checks import check_positive_int
 from .estimators import ElboTerms
 from .runtime import seeded
 
@@ -58,8 +58,8 @@ class TrainConfig:
     progress: bool | None = None  # None: a progress bar unless widgets are off (VAECOURSE_WIDGETS, headless runs)
 
     def __post_init__(self):
-        check_num_samples(self.batch_size, "TrainConfig.batch_size")
-        check_num_samples(self.num_samples, "TrainConfig.num_samples")
+        check_positive_int(self.batch_size, "TrainConfig.batch_size")
+        check_positive_int(self.num_samples, "TrainConfig.num_samples")
         if not (isinstance(self.lr, float | int) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
         if self.schedule not in SCHEDULES:
@@ -67,7 +67,7 @@ class TrainConfig:
         if self.epochs is None and self.seconds is None:
             raise ValueError("TrainConfig needs epochs or seconds (a wall-clock budget), or both")
         if self.epochs is not None:
-            check_num_samples(self.epochs, "TrainConfig.epochs")
+            check_positive_int(self.epochs, "TrainConfig.epochs")
         if self.seconds is not None and not (isinstance(self.seconds, float | int) and self.seconds > 0):
             raise ValueError(f"TrainConfig.seconds must be a positive number, got {self.seconds!r}")
         if not (isinstance(self.beta, float | int) and self.beta >= 0):
@@ -75,7 +75,7 @@ class TrainConfig:
         if not (isinstance(self.warmup_epochs, float | int) and self.warmup_epochs >= 0):
             raise ValueError(f"TrainConfig.warmup_epochs must be a number >= 0, got {self.warmup_epochs!r}")
         if self.patience is not None:
-            check_num_samples(self.patience, "TrainConfig.patience")
+            check_positive_int(self.patience, "TrainConfig.patience")
         if self.clip_grad_norm is not None and not (self.clip_grad_norm > 0):
             raise ValueError(f"TrainConfig.clip_grad_norm must be positive, got {self.clip_grad_norm!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:

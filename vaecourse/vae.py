@@ -25,7 +25,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Binomial, Distribution, Independent, Normal
 
 from . import estimators
-from .checks import check_num_samples
+from .checks import check_num_samples, check_positive_int
 from .priors import PRIORS, check_prior_options, make_prior
 from .sparse import SparseInputLinear
 
@@ -60,9 +60,7 @@ class VAEConfig:
     def __post_init__(self):
         self.hidden_dims = tuple(self.hidden_dims)
         for name in ("data_dim", "latent_dim", "levels"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"VAEConfig.{name} must be a positive int, got {value!r}")
+            check_positive_int(getattr(self, name), f"VAEConfig.{name}")
         if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in self.hidden_dims):
             raise ValueError(f"VAEConfig.hidden_dims must be positive ints, e.g. (400,), got {self.hidden_dims!r}")
         if self.likelihood not in LIKELIHOODS:
@@ -228,7 +226,7 @@ class VAE(nn.Module):
     def sample(self, n: int, mean: bool = True) -> torch.Tensor:
         """``n`` images from the model, ``[n, data_dim]``: z ~ p(z), then the decoder's mean (the pixel
         probabilities, as papers show them) or, with ``mean=False``, a draw x ~ p_θ(x|z)."""
-        check_num_samples(n, "n")
+        check_positive_int(n, "n")
         decoded = self.likelihood(self.prior.sample((n,)))
         return decoded.mean if mean else decoded.sample()
 

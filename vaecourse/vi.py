@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
-from .checks import check_num_samples
+from .checks import check_num_samples, check_positive_int
 from .estimators import elbo, exact_elbo, kl
 
 __all__ = ["DiagonalGaussian", "FullGaussian", "Monitor", "ascend_elbo", "exact_metrics", "fit_joint", "fit_q"]
@@ -77,7 +77,7 @@ class DiagonalGaussian(nn.Module):
         self, batch_shape: int | Sequence[int], latent_dim: int, *, loc=None, scale=None, dtype=None, device=None
     ):
         super().__init__()
-        shape = (*_shape(batch_shape), check_num_samples(latent_dim, "latent_dim"))
+        shape = (*_shape(batch_shape), check_positive_int(latent_dim, "latent_dim"))
         dtype, device = _factory(dtype, device, loc, scale)
         loc = _initial(loc, shape, "loc", dtype, device)
         scale = _initial(scale, shape, "scale", dtype, device)
@@ -115,7 +115,7 @@ class FullGaussian(nn.Module):
     ):
         super().__init__()
         batch = _shape(batch_shape)
-        d = check_num_samples(latent_dim, "latent_dim")
+        d = check_positive_int(latent_dim, "latent_dim")
         dtype, device = _factory(dtype, device, loc, scale_tril)
         rows, cols = torch.tril_indices(d, d, offset=-1, device=device)
         self.register_buffer("_rows", rows, persistent=False)
@@ -175,7 +175,7 @@ def ascend_elbo(
 ):
     """Adam on −ELBO over ``parameters``, the loop shared by :func:`fit_q`, :func:`fit_joint` and chapter 4's fits
     (:mod:`vaecourse.amortized`); the history holds, for each step, the metrics before its update."""
-    check_num_samples(steps, "steps")
+    check_positive_int(steps, "steps")
     check_num_samples(num_samples)
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
