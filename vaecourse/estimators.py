@@ -9,6 +9,7 @@ chunks, so that memory stays bounded at 10⁶ samples.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -20,6 +21,7 @@ from .checks import check_num_samples, check_positive_int
 __all__ = [
     "AmortizedModel",
     "ElboTerms",
+    "Estimate",
     "LatentVariableModel",
     "closed_form_kl",
     "effective_sample_size",
@@ -29,6 +31,7 @@ __all__ = [
     "log_importance_weights",
     "log_marginal_is",
     "log_marginal_naive",
+    "log_mean_exp_in_chunks",
 ]
 
 _CHUNK_ELEMENTS = 2**22  # about 32 MB of float64 per intermediate tensor
@@ -75,6 +78,29 @@ class ElboTerms:
             self.objective = self.elbo
 
 
+@dataclass
+class Estimate:
+    """A Monte Carlo estimate (nats) and its standard error: the mean of independent values and their standard
+    deviation over √n (:meth:`of`)."""
+
+    value: float
+    standard_error: float
+
+    @classmethod
+    def of(cls, values: torch.Tensor) -> Estimate:
+        """The mean of ``values`` (any shape, in float64) and its standard error (NaN for a single value).
+
+        >>> print(Estimate.of(torch.tensor([1.0, 2.0, 3.0])))
+        2.00 ± 0.58
+        """
+        values = values.double().flatten()
+        error = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else math.nan
+        return cls(values.mean().item(), error)
+
+    def __str__(self) -> str:
+        return f"{self.value:.2f} ± {self.standard_error:.2f}"
+
+
 def _draw(distribution: Distribution, num_samples: int, batch_shape: torch.Size, reparameterize: bool):
     """``num_samples`` draws for every example: ``[K, *batch_shape, d]``, whatever the distribution's batch."""
     own = distribution.batch_shape
@@ -93,13 +119,23 @@ def _chunk_size(num_samples: int, batch_shape: torch.Size, width: int, chunk_siz
     return max(1, min(num_samples, _CHUNK_ELEMENTS // per_sample))
 
 
-def _log_mean_exp_in_chunks(log_weights_of, num_samples: int, chunk_size: int) -> torch.Tensor:
-    """log (1/K) Σ_k exp(a_k), with the a_k produced ``chunk_size`` at a time by ``log_weights_of(k)``."""
+def log_mean_exp_in_chunks(
+    terms_of: Callable[[int, int], torch.Tensor], count: int, chunk_size: int, dim: int = 0
+) -> torch.Tensor:
+    """log (1/N) Σ_n exp(a_n) over N = ``count`` terms along ``dim``, produced ``chunk_size`` at a time by
+    ``terms_of(start, size)``, so that memory holds one chunk (the importance-sampling estimators over samples,
+    :class:`vaecourse.surgery.AggregatePosterior` over its n components).
+
+    >>> a = torch.randn(10, 3)
+    >>> torch.allclose(log_mean_exp_in_chunks(lambda start, size: a[start : start + size], 10, 4),
+    ...                torch.logsumexp(a, 0) - math.log(10))
+    True
+    """
     total = None
-    for start in range(0, num_samples, chunk_size):
-        chunk = torch.logsumexp(log_weights_of(min(chunk_size, num_samples - start)), dim=0)
+    for start in range(0, count, chunk_size):
+        chunk = torch.logsumexp(terms_of(start, min(chunk_size, count - start)), dim=dim)
         total = chunk if total is None else torch.logaddexp(total, chunk)
-    return total - math.log(num_samples)
+    return total - math.log(count)
 
 
 def log_importance_weights(model, x: torch.Tensor, proposal: Distribution, num_samples: int) -> torch.Tensor:
@@ -130,7 +166,7 @@ def log_marginal_naive(model, x: torch.Tensor, num_samples: int, chunk_size: int
         z = _draw(model.prior, k, x.shape[:-1], reparameterize=False)  # [k, ..., d]
         return model.likelihood(z).log_prob(x)
 
-    return _log_mean_exp_in_chunks(log_weights, num_samples, size)
+    return log_mean_exp_in_chunks(lambda start, k: log_weights(k), num_samples, size)
 
 
 @torch.no_grad()
@@ -151,7 +187,7 @@ def log_marginal_is(
         z = _draw(proposal, k, x.shape[:-1], reparameterize=False)
         return model.likelihood(z).log_prob(x) + model.prior.log_prob(z) - proposal.log_prob(z)
 
-    return _log_mean_exp_in_chunks(log_weights, num_samples, size)
+    return log_mean_exp_in_chunks(lambda start, k: log_weights(k), num_samples, size)
 
 
 def effective_sample_size(log_weights: torch.Tensor, dim: int = 0) -> torch.Tensor:

@@ -12,7 +12,6 @@ a bound that tightens as k grows (k = 1 is the ELBO) and reaches log p(x) as k â
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import torch
@@ -89,10 +88,10 @@ def log_likelihood(
             proposal = model.encode(batch)  # q_Ï†(z|x), which checks the batch
             values.append(estimators.log_marginal_is(model, batch, proposal, num_samples, chunk_size=chunk_size))
     per_example = torch.cat(values).double().cpu()
-    spread = per_example.std().item() if len(per_example) > 1 else math.nan
+    estimate = estimators.Estimate.of(per_example)
     return LogLikelihood(
-        mean=per_example.mean().item(),
-        standard_error=spread / math.sqrt(len(per_example)),
+        mean=estimate.value,
+        standard_error=estimate.standard_error,
         per_example=per_example,
         num_samples=num_samples,
     )

@@ -22,7 +22,7 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 
 from . import estimators
 from .checks import check_num_samples
-from .estimators import AmortizedModel
+from .estimators import AmortizedModel, Estimate
 from .priors import Prior
 from .runtime import seeded
 
@@ -60,13 +60,12 @@ class AggregatePosterior(Distribution):
         flat = z.reshape(-1, z.shape[-1])  # [m, d]
         n, d = self.loc.shape
         size = self.chunk_size or max(1, _CHUNK_ELEMENTS // max(1, len(flat) * d))
-        total = None
-        for start in range(0, n, size):
-            loc, scale = self.loc[start : start + size], self.scale[start : start + size]  # [c, d]
-            log_q = Independent(Normal(loc, scale, validate_args=False), 1).log_prob(flat[:, None, :])  # [m, c]
-            chunk = torch.logsumexp(log_q, dim=1)
-            total = chunk if total is None else torch.logaddexp(total, chunk)
-        return (total - math.log(n)).reshape(z.shape[:-1])
+
+        def log_q(start: int, count: int) -> torch.Tensor:  # log q(z | x_i) for components start..start+count: [m, c]
+            loc, scale = self.loc[start : start + count], self.scale[start : start + count]  # [c, d]
+            return Independent(Normal(loc, scale, validate_args=False), 1).log_prob(flat[:, None, :])
+
+        return estimators.log_mean_exp_in_chunks(log_q, n, size, dim=1).reshape(z.shape[:-1])
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:  # noqa: B008
         shape = torch.Size(sample_shape)
@@ -105,17 +104,6 @@ def aggregate_posterior(model: AmortizedModel, x: torch.Tensor, chunk_size: int 
 
 
 @dataclass
-class Estimate:
-    """A Monte Carlo estimate (nats) and its standard error."""
-
-    value: float
-    standard_error: float
-
-    def __str__(self) -> str:
-        return f"{self.value:.2f} ± {self.standard_error:.2f}"
-
-
-@dataclass
 class Surgery:
     """The terms of the ELBO surgery identity on n examples, in nats (chapter 7):
     ``average_kl`` = (1/n) Σ KL(q(z|x_i) ‖ p) (analytic where the prior allows, else Monte Carlo),
@@ -129,12 +117,6 @@ class Surgery:
     log_n: float
     num_examples: int
     num_samples: int
-
-
-def _mean_and_error(values: torch.Tensor) -> Estimate:
-    values = values.double().flatten()
-    error = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else math.nan
-    return Estimate(values.mean().item(), error)
 
 
 @torch.no_grad()
@@ -165,13 +147,13 @@ def decompose(
     log_q_avg = q_avg.log_prob(z)
     log_p = prior.log_prob(z)
     closed_form = estimators.closed_form_kl(posteriors, prior)
-    average = _mean_and_error(closed_form) if closed_form is not None else _mean_and_error(log_q - log_p)
+    average = Estimate.of(closed_form) if closed_form is not None else Estimate.of(log_q - log_p)
     if closed_form is not None:  # an exact average over the n examples: no Monte Carlo error
         average = Estimate(average.value, 0.0)
-    mutual_information = _mean_and_error(log_q - log_q_avg)
-    marginal_kl = _mean_and_error(log_q_avg - log_p)
+    mutual_information = Estimate.of(log_q - log_q_avg)
+    marginal_kl = Estimate.of(log_q_avg - log_p)
     residual_values = (closed_form[None] if closed_form is not None else log_q - log_p) - (log_q - log_p)
-    residual = _mean_and_error(residual_values)
+    residual = Estimate.of(residual_values)
     return Surgery(
         average_kl=average,
         marginal_kl=marginal_kl,
