@@ -6,12 +6,11 @@ a file from someone else cannot run code.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 
 import torch
 
+from .files import atomic_write
 from .priors import PRIORS
 from .vae import VAE, VAEConfig
 
@@ -40,7 +39,6 @@ def save(model: VAE, path, train_config=None, metrics: dict | None = None) -> pa
             "model, x))"
         )
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -49,14 +47,8 @@ def save(model: VAE, path, train_config=None, metrics: dict | None = None) -> pa
         "train_config": train_config.to_dict() if hasattr(train_config, "to_dict") else train_config,
         "metrics": metrics,
     }
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-        os.replace(temporary, path)
-    except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        torch.save(payload, file)
     return path
 
 

@@ -20,7 +20,6 @@ import hashlib
 import http.client
 import os
 import pathlib
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from . import download
+from .files import atomic_write
 
 DATASETS = ("digits", "binarized-mnist")
 SPLITS = ("train", "valid", "test")
@@ -315,16 +315,10 @@ def _read_cache(cached: Path, split: str) -> np.ndarray | None:
 def _write_cache(cached: Path, bits: np.ndarray) -> None:
     """Save ``bits`` packed 8 to a byte, atomically, and drop older copies of the same source file."""
     folder = cached.parent
-    temporary = None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".", suffix=".tmp", delete=False) as handle:
-            temporary = Path(handle.name)
+        with atomic_write(cached) as handle:
             np.save(handle, np.packbits(bits, axis=1))
-        os.replace(temporary, cached)
     except OSError as error:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
         _warn_cache_once(folder, error)
         return
     stem_and_place = cached.name.rsplit("-", 2)[0]

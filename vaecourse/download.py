@@ -8,13 +8,13 @@ progress bar shows the transfer.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import threading
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from .files import atomic_write
 
 __all__ = ["TransferFailed", "fetch", "stream"]
 
@@ -34,19 +34,10 @@ def fetch(url: str, target: Path, verify: Callable[[Path, str], Checked] | None 
     complete download before it takes the target's name, and raise to refuse it; its result is returned. On any
     failure the temporary file is removed and the error raised."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False)
-    temporary = Path(handle.name)
-    try:
-        with handle:
-            digest = stream(url, handle, target.name)
-        checked = verify(temporary, digest) if verify is not None else None
-        os.chmod(temporary, 0o644)  # temporary files are private; the downloaded file is not
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return checked
+    with atomic_write(target) as handle:
+        digest = stream(url, handle, target.name)
+        handle.flush()
+        return verify(Path(handle.name), digest) if verify is not None else None
 
 
 def stream(url: str, handle, label: str) -> str:
