@@ -20,7 +20,7 @@ from torch.distributions import Independent, Normal
 
 from .checks import check_last_dim, check_num_samples, check_positive_int
 from .estimators import elbo, exact_elbo
-from .vi import DiagonalGaussian, Monitor, ascend_elbo, fit_q
+from .vi import DiagonalGaussian, Monitor, ascend_elbo, fit_q, record_metrics
 
 __all__ = [
     "EMHistory",
@@ -325,12 +325,7 @@ def fit_em(
     def evaluate(parameters):
         q = encoder(x)
         terms = exact_elbo(model, x, q) if exact else elbo(model, x, q, num_samples)
-        metrics = {"elbo": terms.elbo, "log_px_z": terms.log_px_z, "kl": terms.kl}
-        if monitor is not None:
-            with torch.no_grad():
-                metrics.update(monitor(q))
-        for name, value in metrics.items():
-            history.setdefault(name, []).append(value.detach().expand(terms.elbo.shape).clone())
+        record_metrics(history, terms, q, monitor)
         if parameters is None:
             return None
         return torch.autograd.grad(-terms.elbo.mean(), parameters, allow_unused=True)

@@ -28,7 +28,16 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 from .checks import check_num_samples, check_positive_int
 from .estimators import elbo, exact_elbo, kl
 
-__all__ = ["DiagonalGaussian", "FullGaussian", "Monitor", "ascend_elbo", "exact_metrics", "fit_joint", "fit_q"]
+__all__ = [
+    "DiagonalGaussian",
+    "FullGaussian",
+    "Monitor",
+    "ascend_elbo",
+    "exact_metrics",
+    "fit_joint",
+    "fit_q",
+    "record_metrics",
+]
 
 Monitor = Callable[[Distribution], dict[str, torch.Tensor]]
 
@@ -170,6 +179,17 @@ def exact_metrics(model, x: torch.Tensor) -> Monitor:
     return monitor
 
 
+def record_metrics(history: dict[str, list[torch.Tensor]], terms, q: Distribution, monitor: Monitor | None) -> None:
+    """Append one step's per-example metrics to ``history``: ``elbo``, ``log_px_z`` and ``kl`` from the ELBO
+    ``terms``, and what ``monitor(q)`` adds (e.g. :func:`exact_metrics`)."""
+    metrics = {"elbo": terms.elbo, "log_px_z": terms.log_px_z, "kl": terms.kl}
+    if monitor is not None:
+        with torch.no_grad():
+            metrics.update(monitor(q))
+    for name, value in metrics.items():
+        history.setdefault(name, []).append(value.detach().expand(terms.elbo.shape).clone())
+
+
 def ascend_elbo(
     parameters: Iterable[nn.Parameter], model, x, q_module, steps, lr, num_samples, exact, monitor, average
 ):
@@ -190,12 +210,7 @@ def ascend_elbo(
         objective = terms.elbo.mean() if average else terms.elbo.sum()
         # Gradients of exactly these parameters: fit_q leaves the model's .grad untouched.
         gradients = torch.autograd.grad(-objective, parameters, allow_unused=True)
-        metrics = {"elbo": terms.elbo, "log_px_z": terms.log_px_z, "kl": terms.kl}
-        if monitor is not None:
-            with torch.no_grad():
-                metrics.update(monitor(q))
-        for name, value in metrics.items():
-            history.setdefault(name, []).append(value.detach().expand(terms.elbo.shape).clone())
+        record_metrics(history, terms, q, monitor)
         for parameter, gradient in zip(parameters, gradients, strict=True):
             parameter.grad = gradient
         optimizer.step()
