@@ -15,7 +15,7 @@ def _texts(axes) -> str:
 
 
 @pytest.mark.parametrize(("draw", "panels"), [(diagrams.vae, 1), (diagrams.gradient_em, 1),
-                                              (diagrams.reparameterization, 2), (diagrams.model_zoo, 2)])  # fmt: skip
+                                              (diagrams.reparameterization, 2), (diagrams.model_zoo, 1)])  # fmt: skip
 def test_each_diagram_draws_into_the_axes_it_is_given(draw, panels):
     figure, axes = plt.subplots(1, panels, squeeze=False)
     given = list(axes[0])
@@ -42,9 +42,11 @@ def test_the_reparameterization_graph_moves_the_random_node_off_the_gradient_pat
 
 
 def test_the_zoo_puts_the_vae_on_the_elbo_row():
-    zoo, table = diagrams.model_zoo()
-    cells = {cell.get_text().get_text() for cell in zoo.tables[0].get_celld().values()}
-    assert {"variational autoencoders", "lower bound (ELBO)", "normalizing flows"} <= cells
-    lecture = {cell.get_text().get_text() for cell in table.tables[0].get_celld().values()}
-    assert {"ELBO", "MLE: the forward KL", "stochastic", "deterministic"} <= lecture
+    zoo = diagrams.model_zoo()
+    rows = {}
+    for (row, column), cell in zoo.tables[0].get_celld().items():
+        rows.setdefault(row, {})[column] = cell.get_text().get_text()
+    vae_row = next(row for row in rows.values() if row[0] == "variational autoencoders")
+    assert vae_row[1] == "lower bound (ELBO)"
+    assert any(row[0] == "normalizing flows" and row[1].startswith("exact") for row in rows.values())
     plt.close(zoo.figure)

@@ -8,8 +8,7 @@ given (a new figure when none is) and returns the axes, as :mod:`vaecourse.plots
 - :func:`reparameterization` — chapter 5: the computational graph before and after the trick; the random node
   moves off the path of ∇_φ.
 - :func:`gradient_em` — chapter 4: the E-step and the M-step of EM by gradients, as a loop.
-- :func:`model_zoo` — chapter 6: where VAEs sit among generative models (the lecture's "zoo" and its table of
-  VAEs against normalizing flows).
+- :func:`model_zoo` — chapter 6: where VAEs sit among generative models (the lecture's "zoo" slide).
 """
 
 from __future__ import annotations
@@ -176,40 +175,26 @@ _ZOO = (
     ("generative adversarial nets", "none", "smaller than x", "one pass", "GAN"),
     ("diffusion models", "lower bound (ELBO)", "same size as x, many", "many passes", "DDPM"),
 )
-_VAE_AGAINST_FLOW = (
-    ("", "VAE", "normalizing flow"),
-    ("loss", "ELBO", "MLE: the forward KL"),
-    ("encoder", "stochastic", "deterministic"),
-    ("decoder", "stochastic", "deterministic"),
-    ("parameters", "θ, φ", "θ"),
-)
+def model_zoo(ax=None):
+    """Where VAEs sit among generative models (chapter 6; the lecture's "zoo" slide, as a table).
 
-
-def model_zoo(axes=None):
-    """Where VAEs sit among generative models, and the lecture's table of VAEs against normalizing flows.
-
-    >>> axes = model_zoo()
-    >>> len(axes)
-    2
+    >>> ax = model_zoo()
+    >>> len(ax.tables)
+    1
     """
-    if axes is None:
-        _, axes = plt.subplots(2, 1, figsize=(11, 4.6), height_ratios=(6, 5))
-    for ax, rows, title in (
-        (axes[0], _ZOO, "A zoo of generative models"),
-        (axes[1], _VAE_AGAINST_FLOW, "The lecture's table: a VAE against a normalizing flow"),
-    ):
-        ax.set_axis_off()
-        table = ax.table(cellText=[list(row) for row in rows[1:]], colLabels=list(rows[0]), loc="center",
-                         cellLoc="left")  # fmt: skip
-        table.auto_set_font_size(False)
-        table.set_fontsize(9)
-        table.auto_set_column_width(col=list(range(len(rows[0]))))
-        table.scale(1.0, 1.25)
-        for (row, _), cell in table.get_celld().items():
-            if row == 0:
-                cell.set_facecolor(_DATA)
-                cell.get_text().set_fontweight("bold")
-            elif rows[row][0].startswith("variational") or rows is _VAE_AGAINST_FLOW:
-                cell.set_facecolor(_DETERMINISTIC if rows is _ZOO else "white")
-        ax.set_title(title, fontsize=11)
-    return axes
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 2.4))
+    ax.set_axis_off()
+    table = ax.table(cellText=[list(row) for row in _ZOO[1:]], colLabels=list(_ZOO[0]), loc="center", cellLoc="left")
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    table.auto_set_column_width(col=list(range(len(_ZOO[0]))))
+    table.scale(1.0, 1.3)
+    for (row, _), cell in table.get_celld().items():
+        if row == 0:
+            cell.set_facecolor(_DATA)
+            cell.get_text().set_fontweight("bold")
+        elif _ZOO[row][0] == "variational autoencoders":
+            cell.set_facecolor(_DETERMINISTIC)
+    ax.set_title("A zoo of generative models", fontsize=11)
+    return ax
