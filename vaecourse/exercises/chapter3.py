@@ -1,7 +1,7 @@
 r"""Checkers for the exercises of chapter 3, "Variational inference and the ELBO".
 
-- :func:`check_elbo_monte_carlo`: the Monte Carlo ELBO from the log-densities of S samples,
-  L ≈ (1/S) Σ_s [log p(x|z_s) + log p(z_s) − log q(z_s)], z_s ~ q.
+- :func:`check_elbo_monte_carlo`: the Monte Carlo ELBO from the log-densities of K samples,
+  L ≈ (1/K) Σ_k [log p(x|z_k) + log p(z_k) − log q(z_k)], z_k ~ q.
 - :func:`check_gaussian_entropy`: the entropy of N(μ, L Lᵀ), H = (d/2)(1 + log 2π) + Σ_j log L_jj.
 - :func:`check_mean_field_scale`: the standard deviations of the best diagonal q for a Gaussian posterior
   N(μ, Σ), σ_j = 1 / sqrt((Σ⁻¹)_jj).
@@ -26,7 +26,7 @@ __all__ = ["check_elbo_monte_carlo", "check_gaussian_entropy", "check_mean_field
 
 
 def elbo_monte_carlo_reference(log_px_z: torch.Tensor, log_pz: torch.Tensor, log_qz: torch.Tensor) -> torch.Tensor:
-    """(1/S) Σ_s [log p(x|z_s) + log p(z_s) − log q(z_s)]: inputs ``[S, B]``, one ELBO per example ``[B]``."""
+    """(1/K) Σ_k [log p(x|z_k) + log p(z_k) − log q(z_k)]: inputs ``[K, B]``, one ELBO per example ``[B]``."""
     return (log_px_z + log_pz - log_qz).mean(dim=0)
 
 
@@ -43,9 +43,9 @@ def _elbo_case(num_samples: int, batch_size: int, data_dim: int, noise_std: floa
     with torch.no_grad():
         q = DiagonalGaussian(batch_size, latent_dim, loc=loc, scale=scale, dtype=torch.float64)()
         eps = torch.randn(num_samples, batch_size, latent_dim, generator=generator, dtype=torch.float64)
-        z = loc + scale * eps  # [S, B, d]
+        z = loc + scale * eps  # [K, B, d]
         return {
-            "log_px_z": model.likelihood(z).log_prob(x),  # [S, B]
+            "log_px_z": model.likelihood(z).log_prob(x),  # [K, B]
             "log_pz": model.prior.log_prob(z),
             "log_qz": q.log_prob(z),
         }
@@ -68,12 +68,12 @@ def _elbo_diagnoses():
     hints = {
         "entropy sign": "log q(z) enters with a minus: L = E_q[log p(x|z) + log p(z) − log q(z)], i.e. the "
         "entropy H[q] = −E_q[log q(z)] is added; you added E_q[log q(z)] instead",
-        "iwae": "this is log (1/S) Σ_s exp(log w_s), the log of the mean weight: the IWAE bound of Burda et al. "
+        "iwae": "this is log (1/K) Σ_k exp(log w_k), the log of the mean weight: the IWAE bound of Burda et al. "
         "(2016), which lies between the ELBO and log p(x). The ELBO is the mean of the log-weights (Jensen moved "
         "the log inside the expectation)",
         "logsumexp": "this is logsumexp over the samples, a log-sum, not the ELBO; the ELBO is the plain mean of the "
-        "log-weights (and even log-mean-exp, with its −log S, would be the IWAE bound, not the ELBO)",
-        "sum": "you summed over the S samples: the expectation over q is their mean",
+        "log-weights (and even log-mean-exp, with its −log K, would be the IWAE bound, not the ELBO)",
+        "sum": "you summed over the K samples: the expectation over q is their mean",
         "no prior": "the term log p(z) is missing: the ELBO averages log p(x, z) − log q(z), and "
         "log p(x, z) = log p(x|z) + log p(z)",
         "no entropy": "the term − log q(z) is missing: E_q[log p(x, z)] alone is no bound on log p(x), and q "
@@ -98,9 +98,9 @@ def _elbo_diagnoses():
 
 
 def check_elbo_monte_carlo(function) -> Result:
-    """Check ``function(log_px_z, log_pz, log_qz) -> ELBO``: the inputs are log p(x|z_s), log p(z_s) and
-    log q(z_s) for S samples z_s ~ q of each of B examples, ``[S, B]``; the answer is one ELBO per example,
-    ``[B]``: (1/S) Σ_s [log p(x|z_s) + log p(z_s) − log q(z_s)]."""
+    """Check ``function(log_px_z, log_pz, log_qz) -> ELBO``: the inputs are log p(x|z_k), log p(z_k) and
+    log q(z_k) for K samples z_k ~ q of each of B examples, ``[K, B]``; the answer is one ELBO per example,
+    ``[B]``: (1/K) Σ_k [log p(x|z_k) + log p(z_k) − log q(z_k)]."""
     cases = [
         _elbo_case(num_samples=8, batch_size=3, data_dim=3, noise_std=0.5, seed=1),
         _elbo_case(num_samples=1, batch_size=5, data_dim=4, noise_std=1.0, seed=2),
