@@ -171,6 +171,10 @@ def _group(outputs: list[dict]) -> dict[str, list]:
     return grouped
 
 
+def _brief(values: list) -> str:
+    return repr([value[:200] if isinstance(value, str) else value for value in values])
+
+
 def compare_outputs(stored: list[dict], fresh: list[dict], tolerance: Tolerance = DEFAULT) -> Comparison:
     """Compare a cell's stored outputs with its fresh ones (both lists of nbformat output dicts)."""
     errors = [output for output in stored if output.get("output_type") == "error"]
@@ -181,7 +185,8 @@ def compare_outputs(stored: list[dict], fresh: list[dict], tolerance: Tolerance 
         old, new = stored_groups.get(key, []), fresh_groups.get(key, [])
         kind = "figure" if key in _IMAGE_TYPES else f"{key} output"
         if len(old) != len(new):
-            return Comparison(f"{len(old)} {kind}(s) stored, {len(new)} now")
+            shown = "" if key in _IMAGE_TYPES else f"\n  stored: {_brief(old)}\n  now:    {_brief(new)}"
+            return Comparison(f"{len(old)} {kind}(s) stored, {len(new)} now{shown}")
     result = Comparison()
     for key in sorted(stored_groups):
         if key in _IMAGE_TYPES:
@@ -237,9 +242,11 @@ class ToleranceNotebook(IPyNbFile):
 
     def collect(self):
         for cell in super().collect():
-            yield ToleranceCell.from_parent(
+            item = ToleranceCell.from_parent(
                 self, name=cell.name, cell_num=cell.cell_num, cell=cell.cell, options=cell.options
             )
+            item.add_marker(pytest.mark.slow)  # a chapter runs for up to two minutes: not in `pytest -m "not slow"`
+            yield item
 
 
 _largest: list[tuple[Accepted, str]] = []

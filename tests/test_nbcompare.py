@@ -190,11 +190,12 @@ def _notebook(path: Path, cells: list[tuple[str, dict]]) -> None:
     path.write_text(json.dumps(notebook))
 
 
-def _run_pytest(directory: Path) -> subprocess.CompletedProcess:
+def _run_pytest(directory: Path, *options: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.nbcompare", "--nbcompare", "--nbval-current-env",
-         "-o", "addopts=", "-p", "no:cacheprovider", "--rootdir", str(directory), str(directory)],
+         "-o", "addopts=", "-o", "markers=slow", "-p", "no:cacheprovider", "--rootdir", str(directory), *options,
+         str(directory)],
         capture_output=True, text=True, timeout=120, cwd=directory, env=environment,
     )  # fmt: skip
 
@@ -213,6 +214,8 @@ def test_the_plugin_runs_notebooks_through_nbval(tmp_path):
     assert "2 failed, 2 passed" in report, report
     assert "0.3340 is now 0.3333" in report and "the words differ" in report
     assert "largest relative difference" in report
+    quick = _run_pytest(tmp_path, "-m", "not slow")
+    assert "4 deselected" in quick.stdout + quick.stderr, "notebook cells are marked slow"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "book").glob("*.ipynb")), ids=lambda path: path.name)
