@@ -397,9 +397,14 @@ def test_real_binarized_mnist(isolated_dirs, monkeypatch):
     monkeypatch.setenv("VAECOURSE_DATA", str(REAL))
     for split, rows in {"valid": 10000, "test": 10000, "train": 50000}.items():
         loaded = data.load("binarized-mnist", split)
-        assert loaded.x.shape == (rows, 784) and loaded.x.dtype == torch.float32 and loaded.y is None
+        assert loaded.x.shape == (rows, 784) and loaded.x.dtype == torch.float32
+        assert (loaded.y is None) == (split != "test")
         assert ((loaded.x == 0) | (loaded.x == 1)).all() and loaded.x.min() == 0 and loaded.x.max() == 1
         assert loaded.images.shape == (rows, 28, 28)
+    # the test file is sorted by digit: its labels come from MNIST's test-set counts of each digit
+    labels = data.load("binarized-mnist", "test").y
+    assert labels.dtype == torch.int64 and torch.equal(labels.bincount(), torch.tensor(data.MNIST_TEST_COUNTS))
+    assert (labels.diff() >= 0).all() and labels[0] == 0 and labels[-1] == 9
     cached = files_in(isolated_dirs / "cache" / "binarized_mnist")
     assert len(cached) == 3 and any(name.startswith("binarized_mnist_train-") for name in cached)
 
