@@ -57,7 +57,7 @@ def log_mixture_density(
     broadcast, and a streaming logsumexp over the chunks keeps memory at one ``[m, c]`` block. Expanding the square
     cancels large terms when |z − μ| ≪ |z| (rounding error grows like ε·Σ_j z_j²/σ_ij²), so points and means are first
     centred on the mean of the μ_i. The product is taken in the inputs' dtype: in float64 it agrees with a direct
-    float64 sum to ~10⁻¹³ nats; in float32 to ~10⁻⁵ nats on a trained MNIST encoder's posteriors and ~10⁻³ with
+    float64 sum to 10⁻¹³–10⁻¹¹ nats; in float32 to ~10⁻⁵ nats on a trained MNIST encoder's posteriors and ~10⁻³ with
     posteriors ten times sharper (``benchmarks/surgery_qavg.py`` measures both), far below the Monte Carlo error
     of the surgery terms.
     """
