@@ -51,10 +51,17 @@ def direct_float64(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> t
     return log_q_avg_broadcast(z.double(), loc.double(), scale.double())
 
 
-def seconds(function):
-    start = time.perf_counter()
+CPU_SECONDS = []  # (label, CPU seconds of this process, wall seconds) of each timed call
+
+
+def seconds(function, label=""):
+    """Wall-clock seconds of ``function()`` and its result; its CPU seconds (all threads) go to ``CPU_SECONDS``:
+    on a machine shared with other work the wall clock stretches, the CPU time much less."""
+    start, cpu = time.perf_counter(), time.process_time()
     result = function()
-    return time.perf_counter() - start, result
+    wall = time.perf_counter() - start
+    CPU_SECONDS.append((label, time.process_time() - cpu, wall))
+    return wall, result
 
 
 def main() -> None:
@@ -99,26 +106,32 @@ def main() -> None:
     # speed: the broadcast way on a fraction of the points, the GEMM way on all of them
     part = z[: args.broadcast_points]
     with torch.no_grad():
-        broadcast_part, _ = seconds(lambda: log_q_avg_broadcast(part, loc, scale))
-        gemm_part32, _ = seconds(lambda: surgery.log_mixture_density(part, loc, scale))
-        gemm_part64, _ = seconds(lambda: surgery.log_mixture_density(part.double(), loc.double(), scale.double()))
+        broadcast_part, _ = seconds(lambda: log_q_avg_broadcast(part, loc, scale), "broadcast, part")
+        gemm_part32, _ = seconds(lambda: surgery.log_mixture_density(part, loc, scale), "GEMM float32, part")
+        gemm_part64, _ = seconds(
+            lambda: surgery.log_mixture_density(part.double(), loc.double(), scale.double()), "GEMM float64, part"
+        )
         broadcast_full = broadcast_part * args.points / len(part)
         print(f"on {len(part)} points (same run): broadcast {broadcast_part:.1f} s, GEMM float32 {gemm_part32:.2f} s "
               f"({broadcast_part / gemm_part32:.1f}x), GEMM float64 {gemm_part64:.2f} s "
               f"({broadcast_part / gemm_part64:.1f}x)")
-        gemm32, _ = seconds(lambda: surgery.log_mixture_density(z, loc, scale))
-        gemm64, _ = seconds(lambda: surgery.log_mixture_density(z.double(), loc.double(), scale.double()))
+        gemm32, _ = seconds(lambda: surgery.log_mixture_density(z, loc, scale), "GEMM float32")
+        gemm64, _ = seconds(
+            lambda: surgery.log_mixture_density(z.double(), loc.double(), scale.double()), "GEMM float64"
+        )
     print(f"broadcast way, {args.points} points: {broadcast_full:.0f} s (timed on {len(part)} points, "
           f"scaled linearly by {args.points / len(part):g})")
     print(f"GEMM float32,  {args.points} points: {gemm32:.1f} s  -> {broadcast_full / gemm32:.1f}x faster")
     print(f"GEMM float64,  {args.points} points: {gemm64:.1f} s  -> {broadcast_full / gemm64:.1f}x faster")
 
     torch.manual_seed(0)
-    total, terms = seconds(lambda: surgery.decompose(model, x, num_samples=1))
+    total, terms = seconds(lambda: surgery.decompose(model, x, num_samples=1), "decompose")
     print(f"decompose over the whole training set (n = {terms.num_examples}, log n = {terms.log_n:.2f}, "
           f"1 draw per image, float64): {total:.1f} s")
     print(f"  average KL {terms.average_kl} = marginal KL {terms.marginal_kl} + MI {terms.mutual_information} nats "
           f"(± standard error)")
+    print("CPU seconds (all threads) / wall seconds of each timed call: "
+          + ", ".join(f"{label} {cpu:.0f}/{wall:.0f}" for label, cpu, wall in CPU_SECONDS))
     floor = "under" if total < 60 else "OVER"
     print(f"floors: decomposition {total:.1f} s ({floor} 60 s); GEMM float64 {broadcast_full / gemm64:.1f}x "
           f"the broadcast way (floor 5x)")
