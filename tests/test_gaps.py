@@ -34,6 +34,7 @@ def within_four_standard_errors(estimates, exact):
     return abs(deviation.mean().item()) < 4 * deviation.std().item() / math.sqrt(len(deviation))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("correlated", [False, True])
 def test_gaps_of_a_linear_gaussian_model_with_a_bad_encoder(correlated):
     model, x = make_model(correlated)

@@ -23,7 +23,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 from . import estimators
 from .checks import check_num_samples
-from .surgery import Estimate
+from .estimators import Estimate
 
 __all__ = ["InferenceGaps", "inference_gaps", "optimise_posterior"]
 
@@ -131,12 +131,6 @@ class InferenceGaps:
         )
 
 
-def _mean(values: torch.Tensor) -> Estimate:
-    values = values.double()
-    error = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else math.nan
-    return Estimate(values.mean().item(), error)
-
-
 def inference_gaps(
     model,
     x: torch.Tensor,
@@ -198,12 +192,12 @@ def inference_gaps(
     log_p = per_example["iwae_optimal"]
     per_example["log_likelihood"] = log_p
     return InferenceGaps(
-        log_likelihood=_mean(log_p),
-        elbo_optimal=_mean(per_example["elbo_optimal"]),
-        elbo_encoder=_mean(per_example["elbo_encoder"]),
-        approximation_gap=_mean(log_p - per_example["elbo_optimal"]),
-        amortization_gap=_mean(per_example["elbo_optimal"] - per_example["elbo_encoder"]),
-        inference_gap=_mean(log_p - per_example["elbo_encoder"]),
+        log_likelihood=Estimate.of(log_p),
+        elbo_optimal=Estimate.of(per_example["elbo_optimal"]),
+        elbo_encoder=Estimate.of(per_example["elbo_encoder"]),
+        approximation_gap=Estimate.of(log_p - per_example["elbo_optimal"]),
+        amortization_gap=Estimate.of(per_example["elbo_optimal"] - per_example["elbo_encoder"]),
+        inference_gap=Estimate.of(log_p - per_example["elbo_encoder"]),
         per_example=per_example,
         num_examples=len(x),
         num_samples=num_samples,

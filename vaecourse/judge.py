@@ -20,14 +20,13 @@ spaced; its weights ship with the package (``judge_mnist.pt``, float16).
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from importlib import resources
 
 import torch
 from torch import nn
 
-from .surgery import Estimate
+from .estimators import Estimate
 
 __all__ = ["CHECKPOINT", "Judgement", "JudgeNet", "held_out", "judge", "load_judge"]
 
@@ -90,12 +89,6 @@ class Judgement:
         )
 
 
-def _mean(values: torch.Tensor) -> Estimate:
-    values = values.double()
-    error = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else math.nan
-    return Estimate(values.mean().item(), error)
-
-
 @torch.no_grad()
 def judge(images: torch.Tensor, network: nn.Module | None = None, batch_size: int = 1000) -> Judgement:
     """Score images ``[N, 784]`` or ``[N, 28, 28]`` with pixel values in [0, 1] (binary samples or the decoder's
@@ -122,6 +115,6 @@ def judge(images: torch.Tensor, network: nn.Module | None = None, batch_size: in
         predicted=predicted.cpu(),
         entropy=entropy.cpu(),
         top_probability=top_probability.cpu(),
-        mean_entropy=_mean(entropy.cpu()),
-        mean_top_probability=_mean(top_probability.cpu()),
+        mean_entropy=Estimate.of(entropy.cpu()),
+        mean_top_probability=Estimate.of(top_probability.cpu()),
     )
