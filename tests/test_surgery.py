@@ -186,6 +186,23 @@ def test_decompose_with_a_learned_prior_uses_monte_carlo(trained):
     assert abs(terms.average_kl.value - total) < 1e-6  # the same draws: the split adds up exactly
 
 
+@pytest.mark.parametrize("prior", sorted(vc.priors.PRIORS))
+def test_decompose_works_with_every_prior_and_keeps_the_caller_s_dtype(prior):
+    # the surgery terms are taken in float64; a prior with float32 weights (a flow) still gets float32 codes
+    torch.manual_seed(0)
+    options = {"num_components": 5} if prior in ("mog", "vamp") else {}
+    config = vc.VAEConfig(data_dim=64, latent_dim=2, hidden_dims=(16,), likelihood="binomial", prior=prior,
+                          prior_options=options)  # fmt: skip
+    model = vc.VAE(config)
+    x = vc.data.load("digits", "valid").x[:30]
+    model.latent_prior.initialise_from_data(x)  # a no-op but for the VampPrior
+    terms = decompose(model, x, num_samples=3)
+    values = [terms.average_kl.value, terms.marginal_kl.value, terms.mutual_information.value]
+    assert all(math.isfinite(value) for value in values)
+    assert terms.mutual_information.value <= math.log(30) + 1e-9
+    assert next(model.parameters()).dtype == torch.float32
+
+
 @pytest.mark.slow
 def test_decompose_by_size_uses_evenly_spaced_subsets(trained):
     model, x = trained
