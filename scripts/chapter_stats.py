@@ -3,7 +3,8 @@
     .venv/bin/python scripts/chapter_stats.py            # every notebook in book/
     .venv/bin/python scripts/chapter_stats.py book/06_vae.ipynb
 
-Words are whitespace-separated tokens of the markdown cells (formulas count as they are typed). Figures are the
+Words are whitespace-separated tokens of the markdown cells' prose (formulas count as they are typed; fenced code,
+such as the folded solutions of the exercises, and HTML tags do not). Figures are the
 images stored in the code cells' outputs. An exercise is a markdown heading that starts with "Exercise"; a
 predict-then-run question is a markdown cell that contains "Predict, then run".
 """
@@ -19,6 +20,8 @@ from pathlib import Path
 _EXERCISE = re.compile(r"^#+\s+Exercise\b", re.MULTILINE)
 _PREDICT = re.compile(r"Predict, then run", re.IGNORECASE)
 _IMAGES = ("image/png", "image/jpeg", "image/svg+xml")
+_FENCED_CODE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+_HTML_TAG = re.compile(r"</?[a-z]+>")
 
 
 def chapter_stats(path: Path) -> dict[str, int]:
@@ -26,7 +29,7 @@ def chapter_stats(path: Path) -> dict[str, int]:
     markdown = ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "markdown"]
     outputs = [output for cell in notebook["cells"] if cell["cell_type"] == "code" for output in cell["outputs"]]
     return {
-        "words": sum(len(text.split()) for text in markdown),
+        "words": sum(len(_HTML_TAG.sub(" ", _FENCED_CODE.sub("", text)).split()) for text in markdown),
         "figures": sum(1 for output in outputs for key in output.get("data", {}) if key in _IMAGES),
         "exercises": sum(len(_EXERCISE.findall(text)) for text in markdown),
         "predict": sum(1 for text in markdown if _PREDICT.search(text)),
