@@ -45,17 +45,19 @@ def stubs(notebook):
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda path: path.name)
-def test_no_runnable_cell_redefines_an_exercise_function(path):
+def test_no_other_runnable_cell_defines_an_exercise_function(path):
+    # a later definition would replace the student's answer on "Run all"; an earlier one is another function of
+    # the same name, which a student would confuse with the exercise
     notebook = nbformat.read(path, as_version=4)
     for index, stub in stubs(notebook):
         names = defined_functions(stub.source)
         assert names, f"{path.name}: the stub in cell {index} defines no function"
-        for later in notebook.cells[index + 1 :]:
-            if later.cell_type == "code":
-                clash = names & defined_functions(later.source)
+        for other in notebook.cells:
+            if other.cell_type == "code" and other is not stub:
+                clash = names & defined_functions(other.source)
                 assert not clash, (
-                    f"{path.name}: a later code cell redefines {sorted(clash)}; 'Run all' would replace the student's "
-                    "answer by it before the checker sees the answer (fold the solution in a <details> block instead)"
+                    f"{path.name}: another code cell also defines {sorted(clash)}; 'Run all' could replace the "
+                    "student's answer (fold a solution in a <details> block, and name other functions differently)"
                 )
 
 
