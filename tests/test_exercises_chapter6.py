@@ -5,14 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from exercise_helpers import stub
 from torch.distributions import Independent, Normal, kl_divergence
 
 import vaecourse as vc
 from vaecourse.exercises import chapter6 as exercises
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError
 
 
 def _kl(mean, std):
