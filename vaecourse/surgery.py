@@ -155,7 +155,9 @@ class Surgery:
     """The terms of the ELBO surgery identity on n examples, in nats (chapter 7):
     ``average_kl`` = (1/n) Σ KL(q(z|x_i) ‖ p) (analytic where the prior allows, else Monte Carlo),
     ``marginal_kl`` = KL(q_avg ‖ p), ``mutual_information`` = I_q[x, z] (bounded by ``log_n``), and
-    ``residual`` = average KL − marginal KL − MI, which is zero up to Monte Carlo error."""
+    ``residual`` = average KL − marginal KL − MI, which is zero up to Monte Carlo error. ``num_examples`` n is the
+    number of posteriors in q_avg; ``num_points`` the number of them at which the terms were estimated (n unless
+    :func:`decompose` was given fewer)."""
 
     average_kl: Estimate
     marginal_kl: Estimate
@@ -164,11 +166,21 @@ class Surgery:
     log_n: float
     num_examples: int
     num_samples: int
+    num_points: int | None = None
+
+    def __post_init__(self):
+        if self.num_points is None:
+            self.num_points = self.num_examples
 
 
 @torch.no_grad()
 def decompose(
-    model: AmortizedModel, x: torch.Tensor, num_samples: int = 1, chunk_size: int | None = None, seed: int | None = 0
+    model: AmortizedModel,
+    x: torch.Tensor,
+    num_samples: int = 1,
+    chunk_size: int | None = None,
+    seed: int | None = 0,
+    num_points: int | None = None,
 ) -> Surgery:
     r"""The ELBO surgery terms of ``model`` on the examples ``x`` ``[n, D]`` (chapter 7).
 
@@ -181,38 +193,59 @@ def decompose(
     average KL with the same draws, so the residual against the analytic average KL measures Monte Carlo error
     alone. With a ``seed`` the draws come from that seed and the caller's generator is left as it was; ``None``
     draws from the caller's generator.
+
+    Both terms are means over the index i as well as over z. With ``num_points`` m < n, q_avg is still the mixture
+    of all n posteriors, but the terms are estimated at m indices drawn uniformly without replacement (from the same
+    seed): an unbiased estimate of the same two numbers at m/n of the cost (the cost is n·m·S Gaussian densities),
+    whose standard errors now include the spread over i. The analytic average KL is still taken over all n, and the
+    residual over the m examples.
     """
     check_num_samples(num_samples)
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         raise ValueError(f"x must be a batch of examples [n, D], got {getattr(x, 'shape', type(x).__name__)}")
+    n = len(x)
+    if num_points is not None and (isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1):
+        raise ValueError(f"num_points must be a positive int or None, got {num_points!r}")
     posteriors = model.encode(x)  # batch [n]
     q_avg = AggregatePosterior(posteriors, chunk_size=chunk_size)
+    subset = num_points is not None and num_points < n
     with seeded(seed, x.device):
         prior = model.prior
-        z = posteriors.sample((num_samples,))  # [S, n, d]
+        if subset:
+            index = torch.randperm(n, device=x.device)[:num_points].sort().values
+            chosen = Independent(Normal(q_avg.loc[index], q_avg.scale[index]), 1)
+            z = chosen.sample((num_samples,))  # [S, m, d]
+        else:
+            index = None
+            z = posteriors.sample((num_samples,))  # [S, n, d]
     # log q(z|x_i) and log q_avg(z) in float64: each MI term then stays ≤ log n up to rounding at n = 50 000
     posteriors = Independent(Normal(q_avg.loc.double(), q_avg.scale.double()), 1)
     q_avg = AggregatePosterior(posteriors, chunk_size=chunk_size)
+    own = posteriors if index is None else Independent(Normal(q_avg.loc[index], q_avg.scale[index]), 1)
     log_p = prior.log_prob(z).double()  # in the prior's own dtype (a flow's weights are float32)
     z = z.double()
-    log_q = posteriors.log_prob(z)  # [S, n]
+    log_q = own.log_prob(z)  # [S, m]
     log_q_avg = q_avg.log_prob(z)
-    closed_form = estimators.closed_form_kl(posteriors, prior)
-    average = Estimate.of(closed_form) if closed_form is not None else Estimate.of(log_q - log_p)
+    closed_form = estimators.closed_form_kl(posteriors, prior)  # [n] or None
     if closed_form is not None:  # an exact average over the n examples: no Monte Carlo error
-        average = Estimate(average.value, 0.0)
+        average = Estimate(closed_form.double().mean().item(), 0.0)
+        own_kl = closed_form if index is None else closed_form[index]
+        residual_values = own_kl[None] - (log_q - log_p)
+    else:
+        average = Estimate.of(log_q - log_p)
+        residual_values = torch.zeros_like(log_q)  # the same draws: the split adds up exactly
     mutual_information = Estimate.of(log_q - log_q_avg)
     marginal_kl = Estimate.of(log_q_avg - log_p)
-    residual_values = (closed_form[None] if closed_form is not None else log_q - log_p) - (log_q - log_p)
     residual = Estimate.of(residual_values)
     return Surgery(
         average_kl=average,
         marginal_kl=marginal_kl,
         mutual_information=mutual_information,
         residual=residual,
-        log_n=math.log(len(x)),
-        num_examples=len(x),
+        log_n=math.log(n),
+        num_examples=n,
         num_samples=num_samples,
+        num_points=n if index is None else len(index),
     )
 
 
