@@ -1,12 +1,12 @@
-"""The judge's verdict on samples of a d = 2 VAE inside and outside the holes of q_avg (chapter 7, section 5).
+"""The judge's verdict on samples of a VAE inside and outside the holes of q_avg (chapter 7, section 5).
 
     python scripts/measure_sample_quality.py
 
-Trains the d = 2 VAE of chapter 7 (the CPU recipe with latent_dim = 2, p(z) = N(0, I), on the small budget's 10 000
-evenly spaced training images for 6 epochs, seed 0), forms q_avg over 2000 of them, and marks as holes the codes
-where q_avg(z) < p(z) / 10, as the chapter does. Then decodes prior samples inside and outside the holes and
-samples of q_avg, each as the decoder's mean and as a pixel sample x ~ p(x|z), and prints the judge's mean entropy
-and top-class probability with standard errors for each group, beside real test images.
+Trains a VAE of chapter 7 (the CPU recipe with latent_dim = 2 by default, p(z) = N(0, I), on the small budget's
+10 000 evenly spaced training images for 6 epochs, seed 0), forms q_avg over all of its training images, as the
+chapter does, and marks as holes the codes where q_avg(z) < p(z) / 10. Then decodes prior samples inside and
+outside the holes and samples of q_avg, each as the decoder's mean and as a pixel sample x ~ p(x|z), and prints the
+judge's mean entropy and top-class probability with standard errors for each group, beside real test images.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=4000, help="prior samples (and as many q_avg samples)")
     parser.add_argument("--ratio", type=float, default=10.0, help="a hole is where q_avg < p / ratio")
+    parser.add_argument("--latent-dim", type=int, default=2, help="latent dimension d of the VAE")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as chapter 7
     recipe = vc.recipes.recipe("cpu")
@@ -33,17 +34,17 @@ def main() -> None:
     x_train = vc.data.evenly_spaced(mnist["train"].x, 10_000)
     start = time.perf_counter()
     vc.seed(0)
-    model = vc.VAE(dataclasses.replace(recipe.model, latent_dim=2))
+    model = vc.VAE(dataclasses.replace(recipe.model, latent_dim=args.latent_dim))
     vc.fit(model, x_train, config=dataclasses.replace(recipe.train, epochs=6, progress=False))
     model.eval()
-    print(f"trained d = 2 VAE in {time.perf_counter() - start:.0f} s")
+    print(f"trained d = {args.latent_dim} VAE in {time.perf_counter() - start:.0f} s")
 
-    q_avg = surgery.aggregate_posterior(model, vc.data.evenly_spaced(x_train, 2000))
+    q_avg = surgery.aggregate_posterior(model, x_train)  # over the whole training set
     prior = model.prior
     generator = torch.Generator().manual_seed(0)
-    z_prior = torch.randn(args.samples, 2, generator=generator)
+    z_prior = torch.randn(args.samples, args.latent_dim, generator=generator)
     index = torch.randint(q_avg.num_components, (args.samples,), generator=generator)
-    z_q_avg = q_avg.loc[index] + q_avg.scale[index] * torch.randn(args.samples, 2, generator=generator)
+    z_q_avg = q_avg.loc[index] + q_avg.scale[index] * torch.randn(args.samples, args.latent_dim, generator=generator)
     with torch.no_grad():
         in_hole = q_avg.log_prob(z_prior) < prior.log_prob(z_prior) - math.log(args.ratio)
     print(f"prior samples in a hole (q_avg < p / {args.ratio:g}): {in_hole.double().mean().item():.1%} "
