@@ -15,7 +15,6 @@ samples, Burda et al.), as Cremer et al. estimate it with IWAE (and AIS).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +23,7 @@ from torch.distributions import Distribution, Independent, Normal
 from . import estimators
 from .checks import check_num_samples
 from .estimators import Estimate
+from .runtime import seeded
 
 __all__ = ["InferenceGaps", "inference_gaps", "optimise_posterior"]
 
@@ -59,16 +59,11 @@ def _elbo(model, x, loc, scale, num_samples, generator) -> torch.Tensor:
 
 
 def _iwae(model, x, loc, scale, num_samples, generator) -> torch.Tensor:
-    """log (1/k) Σ_i p(x, z_i) / q(z_i), z_i ~ q = N(loc, diag scale²), for each example ``[B]``, in chunks."""
-    q = Independent(Normal(loc, scale), 1)
-    size = max(1, min(num_samples, _CHUNK_ELEMENTS // max(1, x.numel())))
-    total = None
-    for start in range(0, num_samples, size):
-        z = _draws(loc, scale, min(size, num_samples - start), generator)
-        log_w = model.likelihood(z).log_prob(x) + model.prior.log_prob(z) - q.log_prob(z)  # [s, B]
-        chunk = torch.logsumexp(log_w.double(), dim=0)
-        total = chunk if total is None else torch.logaddexp(total, chunk)
-    return total - math.log(num_samples)
+    """The IWAE estimate of log p(x) ``[B]`` with q = N(loc, diag scale²) as the proposal:
+    :func:`vaecourse.estimators.log_marginal_is`, its draws seeded from ``generator``."""
+    seed = None if generator is None else int(torch.randint(2**62, (), generator=generator, device=generator.device))
+    with seeded(seed, x.device):
+        return estimators.log_marginal_is(model, x, Independent(Normal(loc, scale), 1), num_samples).double()
 
 
 def optimise_posterior(
