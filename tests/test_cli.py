@@ -193,3 +193,19 @@ def test_recipe_flag_names_a_recipe_and_reproduce_takes_the_same_word(tmp_path, 
     with pytest.raises(ValueError, match="for_device"):
         vc.recipes.recipe("cuda")
     assert vc.recipes.for_device(torch.device("cuda", 0)).name == "gpu" and vc.recipes.for_device("mps").name == "cpu"
+
+
+def test_reproduce_passes_reuse_and_regimes_on_and_refuses_unknown_regimes(monkeypatch, tmp_path, capsys):
+    from vaecourse import reproduce
+
+    calls = []
+    monkeypatch.setattr(reproduce, "reproduce", lambda *args, **kwargs: calls.append((args, kwargs)) or {})
+    out = str(tmp_path)
+    assert main(["reproduce", "--recipe", "cpu", "--device", "cpu", "--out", out]) == 0
+    assert calls[-1][1] == {"reuse": False, "regimes": None} and calls[-1][0][3] == ("standard", "mog", "vamp", "flow")
+    command = ["reproduce", "--recipe", "cpu", "--reuse", "--regimes", "20 epochs", "--priors", "flow"]
+    assert main([*command, "--device", "cpu", "--out", out]) == 0
+    assert calls[-1][1] == {"reuse": True, "regimes": ("20 epochs",)} and calls[-1][0][3] == ("flow",)
+    assert main(["reproduce", "--recipe", "cpu", "--regimes", "30 epochs", "--device", "cpu", "--out", out]) == 2
+    assert "--regimes: expected names among ['150 s', '20 epochs'], got '30 epochs'" in capsys.readouterr().err
+    assert len(calls) == 2  # nothing run for the refused regime
