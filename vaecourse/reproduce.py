@@ -335,7 +335,8 @@ def _markdown(run: ReproduceRun, table: dict) -> str:
         "Monte Carlo sample for a learned prior), the distortion −E log p(x|z) (one sample), and the active units "
         "(Cov_x E[z_u|x] > 0.01, of d). Marginal KL and mutual information (ELBO surgery) over the "
         f"n = {surgery_n} training images (MI ≤ log n = {math.log(max(surgery_n, 1)):.2f}). Training seconds "
-        "depend on the machine's load.",
+        "depend on the machine's load. A model re-measured with `--reuse` was trained earlier by the same code, "
+        "`vaecourse.reproduce.train` (called by this command or by `scripts/train_priors.py`).",
         "",
         "| regime | prior | epochs | training (s) | test NLL (nats) | test ELBO | rate | distortion | active units "
         "| marginal KL | MI |",
