@@ -70,3 +70,10 @@ def test_the_checkpoint_is_small_and_float16():
     assert path.stat().st_size < 300_000
     state = torch.load(path, weights_only=True)
     assert all(value.dtype == torch.float16 for value in state.values())
+
+
+def test_loading_the_judge_leaves_the_global_random_state_alone():
+    judge.load_judge.cache_clear()  # build the network again, as on the first call in a fresh kernel
+    before = torch.random.get_rng_state()
+    judge.load_judge()
+    assert torch.equal(torch.random.get_rng_state(), before)

@@ -167,7 +167,7 @@ def test_missing_results_fail_clearly_offline_and_leave_nothing_behind(monkeypat
     try:
         results.results_dir("cpu", download=False)
     except FileNotFoundError as error:
-        assert "python -m vaecourse reproduce --budget cpu" in str(error)
+        assert "python -m vaecourse reproduce --recipe cpu" in str(error)  # the command that exists
     else:
         raise AssertionError("expected FileNotFoundError")
     try:

@@ -65,7 +65,8 @@ def load_judge() -> JudgeNet:
     """The trained judge, from the checkpoint shipped in the package (loaded once, in float32, in eval mode)."""
     with resources.files(__package__).joinpath(CHECKPOINT).open("rb") as handle:
         state = torch.load(handle, map_location="cpu", weights_only=True)
-    network = JudgeNet()
+    with torch.random.fork_rng(devices=[]):  # the initial weights, replaced below, draw from the CPU generator
+        network = JudgeNet()
     network.load_state_dict({name: value.float() for name, value in state.items()})
     return network.eval().requires_grad_(False)
 

@@ -20,15 +20,19 @@ REPOSITORY = "https://github.com/vaecourse/vae-course"  # the same address as _c
 RESULTS_ENV = "VAECOURSE_RESULTS"  # a folder holding priors-<recipe>.json and priors-<recipe>/
 URL_ENV = "VAECOURSE_RESULTS_URL"  # where to download them from (default: results/ at the release's tag)
 PRIORS = ("standard", "mog", "vamp", "flow")
+# chapter 8's prior-adaptation experiment (scripts/prior_adaptation.py), the same for either recipe
+ADAPTATION = ("prior-adaptation.json", "prior-adaptation-frames.pt")
 
 
 def _needed(recipe: str) -> list[str]:
-    return [f"priors-{recipe}.json", f"priors-{recipe}.md"] + [f"priors-{recipe}/{name}.pt" for name in PRIORS]
+    checkpoints = [f"priors-{recipe}/{name}.pt" for name in PRIORS]
+    return [f"priors-{recipe}.json", f"priors-{recipe}.md", *checkpoints, *ADAPTATION]
 
 
 def results_dir(recipe: str = "cpu", download: bool = True) -> pathlib.Path:
     """The folder with ``priors-<recipe>.json``, ``.md`` and the checkpoints ``priors-<recipe>/<prior>.pt``, the
-    results of ``python -m vaecourse reproduce --recipe <recipe>`` (``cpu`` or ``gpu``).
+    results of ``python -m vaecourse reproduce --recipe <recipe>`` (``cpu`` or ``gpu``), and the files of chapter
+    8's prior-adaptation experiment (``scripts/prior_adaptation.py``).
 
     Looked for in ``$VAECOURSE_RESULTS``, ``./results``, ``../results`` (a chapter runs in ``book/``) and the
     cache; otherwise downloaded from the repository into the cache (``download=False`` raises instead).
@@ -43,8 +47,8 @@ def results_dir(recipe: str = "cpu", download: bool = True) -> pathlib.Path:
         if all((folder / name).is_file() for name in needed):
             return folder
     advice = (
-        f"run `python -m vaecourse reproduce --budget {recipe} --out DIR` (about 15 minutes on a CPU for the cpu "
-        f"recipe) and set {RESULTS_ENV}=DIR"
+        f"run `python -m vaecourse reproduce --recipe {recipe} --out DIR` and `python scripts/prior_adaptation.py "
+        f"--out DIR` from a clone of the repository, and set {RESULTS_ENV}=DIR"
     )
     if not download:
         raise FileNotFoundError(f"the {recipe} results are not in {', '.join(map(str, candidates))}: {advice}")
