@@ -206,3 +206,14 @@ def test_missing_results_are_downloaded_whole_into_the_cache(monkeypatch, tmp_pa
     for name in ("priors-cpu.json", "priors-cpu.md", "priors-cpu/vamp.pt"):
         assert (folder / name).read_bytes() == (committed / name).read_bytes()
     assert not [path for path in folder.rglob("*.part")]
+
+
+def test_the_readme_shows_the_committed_results_table():
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    committed = [line for line in (root / "results" / "priors-cpu.md").read_text().splitlines()
+                 if line.startswith("| 150 s |") or line.startswith("| 20 epochs |")]
+    readme = (root / "README.md").read_text().splitlines()
+    assert len(committed) == 8
+    assert all(row in readme for row in committed), "README.md's results table differs from results/priors-cpu.md"
