@@ -82,6 +82,8 @@ def test_train_then_evaluate_on_digits(tmp_path):
     assert "NLL = " in completed.stdout and "k = 20, 50 examples" in completed.stdout
     result = json.loads((out / "eval-digits-test-k20.json").read_text())
     assert result["examples"] == 50 and result["nll"] > 0 and result["standard_error"] > 0
+    assert 0 <= result["active_units"] <= result["latent_dim"] == 2
+    assert f"{result['active_units']} of 2 latent dimensions active" in completed.stdout
 
 
 @pytest.mark.parametrize(

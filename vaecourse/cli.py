@@ -6,7 +6,8 @@ A thin layer that builds the configs.
     python -m vaecourse evaluate runs/cpu/model.pt --dataset binarized-mnist --split test --num-samples 1000
 
 ``train`` writes ``DIR/model.pt`` and ``DIR/metrics.json``; ``evaluate`` prints the test NLL with its standard
-error and writes it to a JSON file next to the model. Bad flag values are one-line errors.
+error and the active units (chapter 9), and writes them to a JSON file next to the model. Bad flag values are
+one-line errors.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 import torch
 
 from . import checkpoint, data, runtime
+from .diagnostics import active_units
 from .evaluate import log_likelihood
 from .priors import PRIORS
 from .recipes import RECIPES, for_device, recipe
@@ -292,6 +294,7 @@ def _evaluate(args) -> dict:
     start = time.perf_counter()
     estimate = log_likelihood(model, x, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed)
     seconds = time.perf_counter() - start
+    units = active_units(model, x) if len(x) >= 2 else None  # Burda et al.'s count (chapter 9)
     result = {
         "dataset": args.dataset,
         "split": args.split,
@@ -301,9 +304,12 @@ def _evaluate(args) -> dict:
         "standard_error": estimate.standard_error,
         "seconds": seconds,
         "device": str(device),
+        "active_units": units.count if units is not None else None,
+        "latent_dim": model.config.latent_dim,
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{args.split} {estimate} in {seconds:.1f} s; wrote {out}")
+    active = f"; {units}" if units is not None else ""
+    print(f"{args.split} {estimate}{active} in {seconds:.1f} s; wrote {out}")
     return result
 
 

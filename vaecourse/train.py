@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from . import widgets
+from . import collapse, widgets
 from .checks import check_positive_int
 from .estimators import ElboTerms
 from .runtime import seeded
@@ -42,6 +42,8 @@ class TrainConfig:
     - ``patience``: stop when the validation ELBO has not improved for this many epochs, and restore the best
       weights (needs ``valid``).
     - ``clip_grad_norm``: clip the gradient's global norm to this value.
+    - ``free_bits``: the floor λ, in nats per latent dimension, of the free-bits objective (chapter 9,
+      :mod:`vaecourse.collapse`); 0 trains on the β-weighted ELBO itself.
     """
 
     batch_size: int = 128
@@ -56,6 +58,7 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     seed: int = 0
     progress: bool | None = None  # None: a progress bar unless widgets are off (VAECOURSE_WIDGETS, headless runs)
+    free_bits: float = 0.0
 
     def __post_init__(self):
         check_positive_int(self.batch_size, "TrainConfig.batch_size")
@@ -80,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.clip_grad_norm must be positive, got {self.clip_grad_norm!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"TrainConfig.seed must be a non-negative int, got {self.seed!r}")
+        if isinstance(self.free_bits, bool) or not (isinstance(self.free_bits, float | int) and self.free_bits >= 0):
+            raise ValueError(f"TrainConfig.free_bits must be a number of nats >= 0, got {self.free_bits!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -157,16 +162,20 @@ def step(
     num_samples: int = 1,
     eps: torch.Tensor | None = None,
     clip_grad_norm: float | None = None,
+    free_bits: float = 0.0,
 ) -> ElboTerms:
     r"""One step of the lecture's training algorithm (chapter 6) on a mini-batch ``batch`` ``[B, D]``; returns the
     per-example ELBO terms of the batch, computed before the update.
 
     x → encoder → (μ, σ) → z = μ + σ·ε → decoder → loss = −(log p(x|z) − β·KL), averaged over the batch → ∇ → update.
     ``eps`` fixes the noise ε (``[B, d]``); by default it is drawn. A NaN or infinite loss raises
-    :class:`DivergenceError` before it reaches the weights.
+    :class:`DivergenceError` before it reaches the weights. With ``free_bits`` λ > 0 the KL term of the loss is the
+    free-bits one, Σ_u max(λ, batch-mean KL_u) (chapter 9).
     """
     terms = model._elbo(batch, num_samples, beta, eps=eps)  # q_φ(z|x), z = μ + σ·ε, p_θ(x|z), KL(q ‖ p)
     loss = -terms.objective.mean()  # −ELBO at β = 1: summed over the pixels, averaged over the batch
+    if free_bits:
+        loss = -collapse.free_bits_objective(model, batch, terms, beta, free_bits)
     _check_finite(loss, terms)
     optimizer.zero_grad(set_to_none=True)  # backward() adds to .grad: start from zero
     loss.backward()  # ∇ of the loss for φ, θ (and a learned prior's λ), in one pass
@@ -212,6 +221,8 @@ def fit(model: nn.Module, train, valid=None, *, config: TrainConfig | None = Non
     model.check_data(x)
     if x_valid is not None:
         model.check_data(x_valid)
+    if config.free_bits:
+        collapse.kl_per_dimension(model.encode(x[:1]), model.prior)  # ValueError now if the prior is not Gaussian
     if config.patience is not None and x_valid is None:
         raise ValueError("TrainConfig.patience (early stopping) needs a validation set: fit(model, train, valid)")
     parameter = next(model.parameters())
@@ -233,7 +244,7 @@ def _train(model: nn.Module, x: torch.Tensor, x_valid: torch.Tensor | None, conf
     total_steps = batches_per_epoch * config.epochs if config.epochs is not None else None
 
     result = FitResult()
-    clip = config.clip_grad_norm
+    clip, fb = config.clip_grad_norm, config.free_bits
     best, best_state, since_best = -math.inf, None, 0
     bar = _progress(config, config.epochs)
     train_time, images = 0.0, 0
@@ -241,7 +252,7 @@ def _train(model: nn.Module, x: torch.Tensor, x_valid: torch.Tensor | None, conf
     try:
         while config.epochs is None or result.epochs < config.epochs:
             start = _clock()
-            beta = config.beta * min(1.0, result.epochs / config.warmup_epochs) if config.warmup_epochs else config.beta
+            beta = collapse.kl_weight(result.epochs, config.beta, config.warmup_epochs)
             permutation = torch.randperm(len(x), device=x.device, generator=generator)
             epoch_elbo = torch.zeros((), device=x.device)
             epoch_kl = torch.zeros((), device=x.device)
@@ -258,7 +269,9 @@ def _train(model: nn.Module, x: torch.Tensor, x_valid: torch.Tensor | None, conf
                     group["lr"] = lr
                 batch = x[permutation[index * config.batch_size : (index + 1) * config.batch_size]]
                 try:
-                    terms = step(model, optimizer, batch, beta, num_samples=config.num_samples, clip_grad_norm=clip)
+                    terms = step(
+                        model, optimizer, batch, beta, num_samples=config.num_samples, clip_grad_norm=clip, free_bits=fb
+                    )
                 except DivergenceError as error:  # the message names the step
                     message = str(error).replace("training diverged", f"training diverged at step {result.steps}", 1)
                     raise DivergenceError(message) from None

@@ -4,7 +4,8 @@ Each of the three is a module that returns a ``torch.distributions.Distribution`
 
 - ``encode(x)``: q_φ(z|x) = N(μ_φ(x), diag σ²_φ(x)), a diagonal Gaussian per example (the lecture's encoder);
 - ``likelihood(z)`` (alias ``decode``): p_θ(x|z), independent pixels, Bernoulli for binary images and a binomial
-  over the grey levels k/16 for the 8×8 digits;
+  over the grey levels k/16 for the 8×8 digits; for real-valued pixels (chapter 9) a Gaussian or a continuous
+  Bernoulli, built by :mod:`vaecourse.likelihoods`;
 - ``prior``: p(z), N(0, I) here; the learned priors of chapter 8 drop in.
 
 The loss is the lecture's ELBO, summed over pixels (a log-density of the whole image, in nats):
@@ -24,14 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Binomial, Distribution, Independent, Normal
 
-from . import estimators
+from . import estimators, likelihoods
 from .checks import check_num_samples, check_positive_int
 from .priors import PRIORS, check_prior_options, make_prior
 from .sparse import SparseInputLinear
 
 __all__ = ["LIKELIHOODS", "SCALES", "VAE", "GreyLevels", "VAEConfig"]
 
-LIKELIHOODS = ("bernoulli", "binomial")
+LIKELIHOODS = ("bernoulli", "binomial", *likelihoods.CONTINUOUS)
 SCALES = ("softplus", "exp")
 _NO_SHAPE = torch.Size()
 
@@ -44,6 +45,11 @@ class VAEConfig:
     k/``levels`` (the 8×8 digits have 17 levels, 0..16). ``scale`` is ``"softplus"`` (σ = softplus(s) + floor) or
     ``"exp"`` (σ = exp(s) + floor), with the floor ``min_scale``. ``sparse_input`` computes the first layer from the
     non-zero pixels only (the same numbers, faster on a CPU for sparse images such as MNIST's 13 % ink).
+
+    Real-valued pixels (chapter 9): ``likelihood="gaussian"`` is N(x; μ_θ(z), diag σ²) with σ as
+    ``decoder_scale`` says, ``"fixed"`` at ``decoder_sigma``, ``"shared"`` (one learned σ for all pixels) or
+    ``"pixel"`` (one learned σ per pixel), a learned σ starting at ``decoder_sigma``; ``"continuous_bernoulli"`` is
+    the normalised density on [0, 1] of Loaiza-Ganem & Cunningham (2019).
     """
 
     data_dim: int = 784
@@ -56,6 +62,8 @@ class VAEConfig:
     prior: str = "standard"
     prior_options: dict = field(default_factory=dict)
     sparse_input: bool = False
+    decoder_scale: str = "shared"
+    decoder_sigma: float = 0.1
 
     def __post_init__(self):
         self.hidden_dims = tuple(self.hidden_dims)
@@ -73,6 +81,7 @@ class VAEConfig:
             raise ValueError(f"VAEConfig.prior must be one of {tuple(PRIORS)}, got {self.prior!r}")
         self.prior_options = dict(self.prior_options)
         check_prior_options(self.prior, self.prior_options)
+        likelihoods.check_decoder_scale(self.decoder_scale, self.decoder_sigma)
 
     def to_dict(self) -> dict:
         """Plain values only (what a checkpoint stores, loadable with ``torch.load(weights_only=True)``)."""
@@ -138,9 +147,13 @@ class Decoder(nn.Module):
         super().__init__()
         self.net = _mlp([config.latent_dim, *reversed(config.hidden_dims), config.data_dim])
         self.likelihood, self.levels = config.likelihood, config.levels
+        if config.likelihood == "gaussian":  # σ of the Gaussian decoder (chapter 9): fixed, shared or per pixel
+            self.noise = likelihoods.GaussianScale(config.data_dim, config.decoder_scale, config.decoder_sigma)
 
     def forward(self, z: torch.Tensor) -> Distribution:
         logits = self.net(z)  # [..., D]
+        if self.likelihood in likelihoods.CONTINUOUS:
+            return likelihoods.decoder_distribution(self.likelihood, logits, getattr(self, "noise", None))
         if self.likelihood == "bernoulli":
             return Independent(Bernoulli(logits=logits, validate_args=False), 1)
         return Independent(GreyLevels(self.levels, logits=logits, validate_args=False), 1)
@@ -244,7 +257,9 @@ class VAE(nn.Module):
             raise ValueError(f"x must have shape [..., {size}] (flattened images of {size} pixels), got {shape}")
         if not x.is_floating_point():
             raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-        if self.config.likelihood == "bernoulli":
+        if self.config.likelihood in likelihoods.CONTINUOUS:
+            likelihoods.check_continuous_data(x, self.config.likelihood)
+        elif self.config.likelihood == "bernoulli":
             if not bool(((x == 0) | (x == 1)).all()):
                 raise ValueError(
                     "x must be binary (0 or 1) for a Bernoulli decoder; for grey levels in [0, 1] use "

@@ -14,6 +14,7 @@ from .chapter5 import check_gaussian_kl, check_rsample, check_score_function
 from .chapter6 import check_fixed_loss, check_training_step, check_vae_loss
 from .chapter7 import check_log_q_avg, check_mutual_information
 from .chapter8 import check_flow_log_prob, check_mixture_log_prob
+from .chapter9 import check_free_bits_kl, check_gaussian_log_likelihood
 from .checking import Result, check_function
 
 __all__ = [
@@ -24,9 +25,11 @@ __all__ = [
     "check_encoder_output",
     "check_fixed_loss",
     "check_flow_log_prob",
+    "check_free_bits_kl",
     "check_function",
     "check_gaussian_entropy",
     "check_gaussian_kl",
+    "check_gaussian_log_likelihood",
     "check_log_joint",
     "check_log_marginal_naive",
     "check_log_marginal_quadrature",
