@@ -42,6 +42,8 @@ class TrainConfig:
     - ``patience``: stop when the validation ELBO has not improved for this many epochs, and restore the best
       weights (needs ``valid``).
     - ``clip_grad_norm``: clip the gradient's global norm to this value.
+    - ``bound``: ``"elbo"``, or ``"iwae"`` to climb the importance-weighted bound with K = ``num_samples``
+      samples (chapter 10; needs β = 1 and no warm-up). The history's ``train_elbo`` stays the ELBO.
     """
 
     batch_size: int = 128
@@ -56,6 +58,7 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     seed: int = 0
     progress: bool | None = None  # None: a progress bar unless widgets are off (VAECOURSE_WIDGETS, headless runs)
+    bound: str = "elbo"
 
     def __post_init__(self):
         check_positive_int(self.batch_size, "TrainConfig.batch_size")
@@ -80,6 +83,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.clip_grad_norm must be positive, got {self.clip_grad_norm!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"TrainConfig.seed must be a non-negative int, got {self.seed!r}")
+        if self.bound not in ("elbo", "iwae"):
+            raise ValueError(f"TrainConfig.bound must be 'elbo' or 'iwae', got {self.bound!r}")
+        if self.bound == "iwae" and (self.beta != 1.0 or self.warmup_epochs):
+            raise ValueError("TrainConfig.bound='iwae' is a bound on log p(x): it needs beta = 1 and no warm-up")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -157,15 +164,17 @@ def step(
     num_samples: int = 1,
     eps: torch.Tensor | None = None,
     clip_grad_norm: float | None = None,
+    bound: str = "elbo",
 ) -> ElboTerms:
     r"""One step of the lecture's training algorithm (chapter 6) on a mini-batch ``batch`` ``[B, D]``; returns the
     per-example ELBO terms of the batch, computed before the update.
 
     x → encoder → (μ, σ) → z = μ + σ·ε → decoder → loss = −(log p(x|z) − β·KL), averaged over the batch → ∇ → update.
     ``eps`` fixes the noise ε (``[B, d]``); by default it is drawn. A NaN or infinite loss raises
-    :class:`DivergenceError` before it reaches the weights.
+    :class:`DivergenceError` before it reaches the weights. ``bound="iwae"`` climbs the IWAE bound instead
+    (chapter 10).
     """
-    terms = model._elbo(batch, num_samples, beta, eps=eps)  # q_φ(z|x), z = μ + σ·ε, p_θ(x|z), KL(q ‖ p)
+    terms = model._elbo(batch, num_samples, beta, eps=eps, bound=bound)  # q_φ(z|x), z = μ + σ·ε, p_θ(x|z), KL(q ‖ p)
     loss = -terms.objective.mean()  # −ELBO at β = 1: summed over the pixels, averaged over the batch
     _check_finite(loss, terms)
     optimizer.zero_grad(set_to_none=True)  # backward() adds to .grad: start from zero
@@ -258,7 +267,15 @@ def _train(model: nn.Module, x: torch.Tensor, x_valid: torch.Tensor | None, conf
                     group["lr"] = lr
                 batch = x[permutation[index * config.batch_size : (index + 1) * config.batch_size]]
                 try:
-                    terms = step(model, optimizer, batch, beta, num_samples=config.num_samples, clip_grad_norm=clip)
+                    terms = step(
+                        model,
+                        optimizer,
+                        batch,
+                        beta,
+                        num_samples=config.num_samples,
+                        clip_grad_norm=clip,
+                        bound=config.bound,
+                    )
                 except DivergenceError as error:  # the message names the step
                     message = str(error).replace("training diverged", f"training diverged at step {result.steps}", 1)
                     raise DivergenceError(message) from None
