@@ -14,6 +14,7 @@ from .chapter5 import check_gaussian_kl, check_rsample, check_score_function
 from .chapter6 import check_fixed_loss, check_training_step, check_vae_loss
 from .chapter7 import check_log_q_avg, check_mutual_information
 from .chapter8 import check_flow_log_prob, check_mixture_log_prob
+from .chapter10 import check_iwae_loss, check_signal_to_noise
 from .checking import Result, check_function
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "check_function",
     "check_gaussian_entropy",
     "check_gaussian_kl",
+    "check_iwae_loss",
     "check_log_joint",
     "check_log_marginal_naive",
     "check_log_marginal_quadrature",
@@ -37,6 +39,7 @@ __all__ = [
     "check_mutual_information",
     "check_rsample",
     "check_score_function",
+    "check_signal_to_noise",
     "check_training_step",
     "check_vae_loss",
 ]
