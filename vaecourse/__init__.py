@@ -10,6 +10,7 @@ import importlib
 from . import (
     amortized,
     checkpoint,
+    conv,
     data,
     diagnostics,
     download,
@@ -19,6 +20,7 @@ from . import (
     gaps,
     gaussian,
     gradients,
+    iwae,
     judge,
     models,
     montecarlo,
@@ -39,11 +41,12 @@ from .vae import VAE, VAEConfig
 
 __version__ = "0.1.0"
 
-_ON_FIRST_USE = ("exercises", "plots", "reproduce", "results")
+_ON_FIRST_USE = ("exercises", "experiments", "plots", "reproduce", "results")
 
 
 def __getattr__(name: str):
-    """``vc.plots``, ``vc.exercises``, ``vc.reproduce`` and ``vc.results``, imported when first used (PEP 562)."""
+    """``vc.plots``, ``vc.exercises``, ``vc.experiments``, ``vc.reproduce`` and ``vc.results``, imported when first used
+    (PEP 562)."""
     if name in _ON_FIRST_USE:
         module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
@@ -61,7 +64,9 @@ __all__ = [
     "TrainConfig",
     "VAEConfig",
     "checkpoint",
+    "conv",
     "evaluate",
+    "experiments",
     "fit",
     "load",
     "log_likelihood",
@@ -84,6 +89,7 @@ __all__ = [
     "gaps",
     "gaussian",
     "gradients",
+    "iwae",
     "judge",
     "models",
     "montecarlo",
