@@ -17,7 +17,7 @@ import nbformat
 import pytest
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
-CHAPTERS = sorted(BOOK.glob("0*.ipynb"))
+CHAPTERS = sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))  # chapters 01-09 and 10 on
 STUB = "raise NotImplementedError  # your code here"
 CHECKER = re.compile(r"vc\.exercises\.(check_\w+)\(\s*(\w+)\s*\)")
 

@@ -11,6 +11,7 @@ from . import (
     amortized,
     checkpoint,
     collapse,
+    conv,
     data,
     diagnostics,
     download,
@@ -20,6 +21,7 @@ from . import (
     gaps,
     gaussian,
     gradients,
+    iwae,
     judge,
     likelihoods,
     models,
@@ -41,11 +43,12 @@ from .vae import VAE, VAEConfig
 
 __version__ = "0.1.0"
 
-_ON_FIRST_USE = ("exercises", "plots", "reproduce", "results")
+_ON_FIRST_USE = ("exercises", "experiments", "plots", "reproduce", "results")
 
 
 def __getattr__(name: str):
-    """``vc.plots``, ``vc.exercises``, ``vc.reproduce`` and ``vc.results``, imported when first used (PEP 562)."""
+    """``vc.plots``, ``vc.exercises``, ``vc.experiments``, ``vc.reproduce`` and ``vc.results``, imported when first used
+    (PEP 562)."""
     if name in _ON_FIRST_USE:
         module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
@@ -64,7 +67,9 @@ __all__ = [
     "VAEConfig",
     "checkpoint",
     "collapse",
+    "conv",
     "evaluate",
+    "experiments",
     "fit",
     "load",
     "log_likelihood",
@@ -87,6 +92,7 @@ __all__ = [
     "gaps",
     "gaussian",
     "gradients",
+    "iwae",
     "judge",
     "likelihoods",
     "models",

@@ -1,4 +1,4 @@
-"""The command line: ``python -m vaecourse train | evaluate | reproduce`` (chapters 6 and 8).
+"""The command line: ``python -m vaecourse train | evaluate | reproduce | experiment`` (chapters 6, 8 and 10).
 
 A thin layer that builds the configs.
 
@@ -190,7 +190,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
     reproduce.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results"), help="default: %(default)s")
+    experiment = commands.add_parser(
+        "experiment",
+        help="the measured tables of chapter 10: the IWAE objective, or a convolutional VAE against the MLP",
+        description="iwae: train a VAE on the IWAE bound with K = 1, 5, 50 samples, at equal epochs and at equal "
+        "time, and measure test NLL, active units and the gradients' signal-to-noise ratio (OUT/iwae-<recipe>.md "
+        "and .json). conv: train the MLP VAE and the convolutional VAE for the same time and measure both "
+        "(OUT/conv-<recipe>.md and .json).",
+    )
+    experiment.add_argument("name", choices=("iwae", "conv"), help="which table")
+    experiment.add_argument(
+        "--recipe", choices=sorted(RECIPES), required=True, help="cpu: sized for 2 CPU cores; gpu: for a CUDA GPU"
+    )
+    experiment.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    experiment.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results"), help="default: %(default)s")
     return parser
+
+
+def _experiment(args) -> dict:
+    from . import experiments
+
+    _check_writable(args.out)
+    run = experiments.iwae_experiment if args.name == "iwae" else experiments.conv_experiment
+    return run(args.recipe, args.out, runtime.device(args.device))
 
 
 def _reproduce(args) -> dict:
@@ -317,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        {"train": _train, "evaluate": _evaluate, "reproduce": _reproduce}[args.command](args)
+        commands = {"train": _train, "evaluate": _evaluate, "reproduce": _reproduce, "experiment": _experiment}
+        commands[args.command](args)
     except (UsageError, ValueError, FileNotFoundError, data.DataUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

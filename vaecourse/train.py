@@ -44,6 +44,8 @@ class TrainConfig:
     - ``clip_grad_norm``: clip the gradient's global norm to this value.
     - ``free_bits``: the floor λ, in nats per latent dimension, of the free-bits objective (chapter 9,
       :mod:`vaecourse.collapse`); 0 trains on the β-weighted ELBO itself.
+    - ``bound``: ``"elbo"``, or ``"iwae"`` to climb the importance-weighted bound with K = ``num_samples``
+      samples (chapter 10; needs β = 1 and no warm-up). The history's ``train_elbo`` stays the ELBO.
     """
 
     batch_size: int = 128
@@ -59,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     progress: bool | None = None  # None: a progress bar unless widgets are off (VAECOURSE_WIDGETS, headless runs)
     free_bits: float = 0.0
+    bound: str = "elbo"
 
     def __post_init__(self):
         check_positive_int(self.batch_size, "TrainConfig.batch_size")
@@ -85,6 +88,12 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.seed must be a non-negative int, got {self.seed!r}")
         if isinstance(self.free_bits, bool) or not (isinstance(self.free_bits, float | int) and self.free_bits >= 0):
             raise ValueError(f"TrainConfig.free_bits must be a number of nats >= 0, got {self.free_bits!r}")
+        if self.bound not in ("elbo", "iwae"):
+            raise ValueError(f"TrainConfig.bound must be 'elbo' or 'iwae', got {self.bound!r}")
+        if self.bound == "iwae" and (self.beta != 1.0 or self.warmup_epochs):
+            raise ValueError("TrainConfig.bound='iwae' is a bound on log p(x): it needs beta = 1 and no warm-up")
+        if self.bound == "iwae" and self.free_bits:
+            raise ValueError("TrainConfig.free_bits applies to the ELBO's KL term: use it with bound='elbo'")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -163,6 +172,7 @@ def step(
     eps: torch.Tensor | None = None,
     clip_grad_norm: float | None = None,
     free_bits: float = 0.0,
+    bound: str = "elbo",
 ) -> ElboTerms:
     r"""One step of the lecture's training algorithm (chapter 6) on a mini-batch ``batch`` ``[B, D]``; returns the
     per-example ELBO terms of the batch, computed before the update.
@@ -170,9 +180,12 @@ def step(
     x → encoder → (μ, σ) → z = μ + σ·ε → decoder → loss = −(log p(x|z) − β·KL), averaged over the batch → ∇ → update.
     ``eps`` fixes the noise ε (``[B, d]``); by default it is drawn. A NaN or infinite loss raises
     :class:`DivergenceError` before it reaches the weights. With ``free_bits`` λ > 0 the KL term of the loss is the
-    free-bits one, Σ_u max(λ, batch-mean KL_u) (chapter 9).
+    free-bits one, Σ_u max(λ, batch-mean KL_u) (chapter 9). ``bound="iwae"`` climbs the IWAE bound instead
+    (chapter 10).
     """
-    terms = model._elbo(batch, num_samples, beta, eps=eps)  # q_φ(z|x), z = μ + σ·ε, p_θ(x|z), KL(q ‖ p)
+    if free_bits and bound != "elbo":
+        raise ValueError("free bits apply to the ELBO's KL term: use free_bits with bound='elbo'")
+    terms = model._elbo(batch, num_samples, beta, eps=eps, bound=bound)  # q_φ(z|x), z = μ + σ·ε, p_θ(x|z), KL(q ‖ p)
     loss = -terms.objective.mean()  # −ELBO at β = 1: summed over the pixels, averaged over the batch
     if free_bits:
         loss = -collapse.free_bits_objective(model, batch, terms, beta, free_bits)
@@ -270,7 +283,14 @@ def _train(model: nn.Module, x: torch.Tensor, x_valid: torch.Tensor | None, conf
                 batch = x[permutation[index * config.batch_size : (index + 1) * config.batch_size]]
                 try:
                     terms = step(
-                        model, optimizer, batch, beta, num_samples=config.num_samples, clip_grad_norm=clip, free_bits=fb
+                        model,
+                        optimizer,
+                        batch,
+                        beta,
+                        num_samples=config.num_samples,
+                        clip_grad_norm=clip,
+                        free_bits=fb,
+                        bound=config.bound,
                     )
                 except DivergenceError as error:  # the message names the step
                     message = str(error).replace("training diverged", f"training diverged at step {result.steps}", 1)

@@ -25,13 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Binomial, Distribution, Independent, Normal
 
-from . import estimators, likelihoods
+from . import conv, estimators, iwae, likelihoods
 from .checks import check_num_samples, check_positive_int
 from .priors import PRIORS, check_prior_options, make_prior
 from .sparse import SparseInputLinear
 
-__all__ = ["LIKELIHOODS", "SCALES", "VAE", "GreyLevels", "VAEConfig"]
+__all__ = ["ARCHITECTURES", "BOUNDS", "LIKELIHOODS", "SCALES", "VAE", "GreyLevels", "VAEConfig"]
 
+ARCHITECTURES = ("mlp", "conv")
+BOUNDS = ("elbo", "iwae")
 LIKELIHOODS = ("bernoulli", "binomial", *likelihoods.CONTINUOUS)
 SCALES = ("softplus", "exp")
 _NO_SHAPE = torch.Size()
@@ -50,6 +52,10 @@ class VAEConfig:
     ``decoder_scale`` says, ``"fixed"`` at ``decoder_sigma``, ``"shared"`` (one learned σ for all pixels) or
     ``"pixel"`` (one learned σ per pixel), a learned σ starting at ``decoder_sigma``; ``"continuous_bernoulli"`` is
     the normalised density on [0, 1] of Loaiza-Ganem & Cunningham (2019).
+
+    ``architecture="conv"`` (chapter 10) puts two convolutional layers of ``channels`` before the fully connected
+    ``hidden_dims`` of the encoder, and their mirror image after those of the decoder (28×28 images only,
+    :mod:`vaecourse.conv`).
     """
 
     data_dim: int = 784
@@ -64,6 +70,8 @@ class VAEConfig:
     sparse_input: bool = False
     decoder_scale: str = "shared"
     decoder_sigma: float = 0.1
+    architecture: str = "mlp"
+    channels: tuple[int, ...] = (32, 64)
 
     def __post_init__(self):
         self.hidden_dims = tuple(self.hidden_dims)
@@ -82,6 +90,23 @@ class VAEConfig:
         self.prior_options = dict(self.prior_options)
         check_prior_options(self.prior, self.prior_options)
         likelihoods.check_decoder_scale(self.decoder_scale, self.decoder_sigma)
+        self._check_architecture()
+
+    def _check_architecture(self) -> None:
+        self.channels = tuple(self.channels)
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"VAEConfig.architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if len(self.channels) != 2 or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in self.channels
+        ):
+            raise ValueError(f"VAEConfig.channels must be two positive ints, e.g. (32, 64), got {self.channels!r}")
+        if self.architecture == "conv":
+            if self.data_dim != conv.IMAGE_SIDE**2:
+                raise ValueError(
+                    f"VAEConfig(architecture='conv') needs 28×28 images, data_dim = 784, got {self.data_dim}"
+                )
+            if self.sparse_input:
+                raise ValueError("VAEConfig.sparse_input applies to the MLP encoder, not to architecture='conv'")
 
     def to_dict(self) -> dict:
         """Plain values only (what a checkpoint stores, loadable with ``torch.load(weights_only=True)``)."""
@@ -129,9 +154,12 @@ class Encoder(nn.Module):
 
     def __init__(self, config: VAEConfig):
         super().__init__()
-        sizes = [config.data_dim, *config.hidden_dims, 2 * config.latent_dim]
-        first = SparseInputLinear(sizes[0], sizes[1], sparse=config.sparse_input)
-        self.net = _mlp(sizes, first)
+        if config.architecture == "conv":
+            self.net = conv.ConvEncoderNet(config)
+        else:
+            sizes = [config.data_dim, *config.hidden_dims, 2 * config.latent_dim]
+            first = SparseInputLinear(sizes[0], sizes[1], sparse=config.sparse_input)
+            self.net = _mlp(sizes, first)
         self.scale, self.min_scale = config.scale, config.min_scale
 
     def forward(self, x: torch.Tensor) -> Distribution:
@@ -145,7 +173,10 @@ class Decoder(nn.Module):
 
     def __init__(self, config: VAEConfig):
         super().__init__()
-        self.net = _mlp([config.latent_dim, *reversed(config.hidden_dims), config.data_dim])
+        if config.architecture == "conv":
+            self.net = conv.ConvDecoderNet(config)
+        else:
+            self.net = _mlp([config.latent_dim, *reversed(config.hidden_dims), config.data_dim])
         self.likelihood, self.levels = config.likelihood, config.levels
         if config.likelihood == "gaussian":  # σ of the Gaussian decoder (chapter 9): fixed, shared or per pixel
             self.noise = likelihoods.GaussianScale(config.data_dim, config.decoder_scale, config.decoder_sigma)
@@ -215,22 +246,33 @@ class VAE(nn.Module):
         beta: float = 1.0,
         analytic_kl: bool = True,
         eps: torch.Tensor | None = None,
+        bound: str = "elbo",
     ) -> estimators.ElboTerms:
         r"""Per-example ``log_px_z`` (E_q[log p_θ(x|z)]), ``kl`` (KL(q_φ(z|x) ‖ p(z))), ``elbo = log_px_z − kl``
         and the β-VAE ``objective = log_px_z − β·kl`` (the ELBO at β = 1), estimated with ``num_samples``
         reparameterized samples ``z = μ + σ·ε`` ``[S, ..., d]``, or with the given noise ``eps`` (``[..., d]`` or
         ``[S, ..., d]``). The KL is analytic where the prior allows it.
+
+        ``bound="iwae"`` (chapter 10) makes ``objective`` the importance-weighted bound of Burda et al. (2016) with
+        K = ``num_samples`` samples, log (1/K) Σ_k p_θ(x, z_k) / q_φ(z_k|x), which training then climbs
+        (:func:`vaecourse.iwae.iwae_terms`); ``elbo`` stays the ELBO of the same samples. Needs β = 1.
         """
         self.check_data(x)
-        return self._elbo(x, num_samples, beta, analytic_kl, eps)
+        return self._elbo(x, num_samples, beta, analytic_kl, eps, bound)
 
-    def _elbo(self, x, num_samples=1, beta=1.0, analytic_kl=True, eps=None) -> estimators.ElboTerms:
+    def _elbo(self, x, num_samples=1, beta=1.0, analytic_kl=True, eps=None, bound="elbo") -> estimators.ElboTerms:
         """:meth:`elbo` without the input checks (the training loop checks the data set once)."""
         q = self.encoder(x)
         z = None
         if eps is not None:
             z = q.mean + q.stddev * eps  # the reparameterization z = μ + σ·ε (chapter 5)
             z = z.unsqueeze(0) if z.shape == q.batch_shape + q.event_shape else z  # [S, ..., d]
+        if bound != "elbo":
+            if bound not in BOUNDS:
+                raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
+            if beta != 1.0:
+                raise ValueError(f"bound='iwae' is a bound on log p(x) at β = 1; got beta = {beta!r}")
+            return iwae.iwae_terms(self, x, q, check_num_samples(num_samples), analytic_kl=analytic_kl, z=z)
         terms = estimators.elbo(self, x, q, check_num_samples(num_samples), analytic_kl=analytic_kl, z=z)
         terms.objective = terms.log_px_z - beta * terms.kl if beta != 1.0 else terms.elbo
         return terms

@@ -15,6 +15,7 @@ from .chapter6 import check_fixed_loss, check_training_step, check_vae_loss
 from .chapter7 import check_log_q_avg, check_mutual_information
 from .chapter8 import check_flow_log_prob, check_mixture_log_prob
 from .chapter9 import check_free_bits_kl, check_gaussian_log_likelihood
+from .chapter10 import check_iwae_loss, check_signal_to_noise
 from .checking import Result, check_function
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "check_gaussian_entropy",
     "check_gaussian_kl",
     "check_gaussian_log_likelihood",
+    "check_iwae_loss",
     "check_log_joint",
     "check_log_marginal_naive",
     "check_log_marginal_quadrature",
@@ -40,6 +42,7 @@ __all__ = [
     "check_mutual_information",
     "check_rsample",
     "check_score_function",
+    "check_signal_to_noise",
     "check_training_step",
     "check_vae_loss",
 ]
