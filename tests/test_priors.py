@@ -236,3 +236,20 @@ def test_models_follow_the_declared_protocols():
     assert isinstance(model, AmortizedModel) and isinstance(model, LatentVariableModel)
     linear = vc.models.LinearGaussian(torch.ones(3, 1), torch.zeros(3), noise_std=0.5)
     assert isinstance(linear, LatentVariableModel) and not isinstance(linear, AmortizedModel)
+
+
+def test_the_flow_prior_leaves_torch_distributions_validation_on():
+    # importing zuko switches argument validation off for the whole process; the package imports it so that it
+    # stays as it was (a fresh interpreter, since zuko may already be imported here)
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, vaecourse as vc\n"
+        "vc.VAE(vc.VAEConfig(data_dim=4, latent_dim=2, hidden_dims=(8,), prior='flow'))\n"
+        "vc.exercises.check_flow_log_prob(lambda z, transform: None)\n"
+        "print(torch.distributions.Distribution._validate_args)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "True"

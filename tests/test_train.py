@@ -202,3 +202,13 @@ def test_step_refuses_a_nan_loss_before_it_reaches_the_weights():
     with pytest.raises(DivergenceError, match="training diverged: .*the kl term"):
         vc.train.step(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.ones(3, 12))
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+
+
+def test_free_bits_refuse_the_iwae_bound():
+    # free bits change the ELBO's KL term; the IWAE bound has none to change
+    with pytest.raises(ValueError, match="free_bits"):
+        vc.TrainConfig(bound="iwae", free_bits=0.5)
+    model = vc.VAE(vc.VAEConfig(data_dim=4, latent_dim=2, hidden_dims=(8,)))
+    optimizer = torch.optim.Adam(model.parameters())
+    with pytest.raises(ValueError, match="free_bits"):
+        vc.train.step(model, optimizer, torch.ones(3, 4), free_bits=0.5, bound="iwae")

@@ -112,6 +112,17 @@ class MixtureOfGaussians(Prior):
         return f"latent_dim={self.latent_dim}, num_components={self.num_components}"
 
 
+def import_zuko():
+    """The zuko library (the flow prior's), imported so that torch.distributions' argument validation stays as it
+    was: importing zuko switches it off for the whole process (``Distribution._validate_args = False``), which
+    would silence the shape and support errors of every distribution a chapter builds afterwards."""
+    validate = Distribution._validate_args
+    import zuko
+
+    Distribution.set_default_validate_args(validate)
+    return zuko
+
+
 class VampPrior(Prior):
     r"""p_λ(z) = (1/K) Σ_k q_φ(z | u_k): the encoder's posteriors at K learned pseudo-inputs u_k ∈ [0, 1]^D,
     an approximation of the aggregate posterior q_avg(z) = (1/n) Σ_i q_φ(z | x_i) with K ≪ n components
@@ -170,8 +181,7 @@ class FlowPrior(Prior):
 
     def __init__(self, latent_dim: int, transforms: int = 3, hidden_dims: tuple[int, ...] = (128, 128)):
         super().__init__(latent_dim)
-        import zuko
-
+        zuko = import_zuko()
         self.transforms = check_positive_int(transforms, "transforms")
         self.hidden_dims = tuple(hidden_dims)
         self.flow = zuko.flows.MAF(features=latent_dim, transforms=transforms, hidden_features=self.hidden_dims)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
+from ..priors import import_zuko
 from ..runtime import seeded
 from .checking import DEFAULT_DIAGNOSES, Result, check_function, close_enough, require_function
 
@@ -191,7 +192,7 @@ def _tanh_bump(strength: torch.Tensor) -> _Transform:
 
 def _maf(latent_dim: int, seed: int) -> _Transform:
     """A small masked autoregressive flow from zuko with random weights (the flow prior's kind of map)."""
-    import zuko
+    zuko = import_zuko()
 
     with seeded(seed), torch.no_grad():  # random, not near-identity, weights: a visibly nonlinear map
         flow = zuko.flows.MAF(features=latent_dim, transforms=2, hidden_features=(16,)).to(_DTYPE)
