@@ -26,6 +26,7 @@ from .diagnostics import active_units
 from .evaluate import log_likelihood
 from .iwae import gradient_snr
 from .recipes import recipe
+from .runtime import seeded
 from .train import TrainConfig, fit, mean_elbo
 from .vae import VAE, VAEConfig
 
@@ -96,8 +97,8 @@ def _measure(model, x_test, eval_samples: int, seed: int = 0) -> dict:
 
 
 def _train(model_config: VAEConfig, train_config: TrainConfig, x_train: torch.Tensor, device) -> tuple:
-    torch.manual_seed(train_config.seed)
-    model = VAE(model_config).to(device)
+    with seeded(train_config.seed):  # the initial weights from the seed; the caller's generator is left alone
+        model = VAE(model_config).to(device)
     result = fit(model, x_train, config=train_config)
     return model, {
         "epochs": result.epochs,

@@ -164,8 +164,8 @@ def train(prior: str, run: ReproduceRun, regime: Regime, x_train: torch.Tensor, 
     """One model of the table: ``prior`` trained on ``x_train`` (on its device) as ``regime`` of ``run`` says;
     returns the model and ``{"epochs", "train_seconds"}``."""
     model_config, train_config = _configs(prior, run, regime, seed)
-    torch.manual_seed(seed)
-    model = VAE(model_config).to(x_train.device)
+    with seeded(seed):  # the initial weights from ``seed``; the caller's generator is left as it was
+        model = VAE(model_config).to(x_train.device)
     result = fit(model, x_train, config=train_config)
     return model, {"epochs": result.epochs, "train_seconds": result.train_seconds}
 
