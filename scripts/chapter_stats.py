@@ -42,11 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = args.notebooks or sorted(Path("book").glob("*.ipynb"))
     rows = [(path.name, chapter_stats(path)) for path in paths]
-    print(f"{'chapter':<36} {'words':>6} {'figures':>8} {'exercises':>10} {'predict':>8}")
-    for name, stats in rows:
-        print(f"{name:<36} {stats['words']:6d} {stats['figures']:8d} {stats['exercises']:10d} {stats['predict']:8d}")
+    width = max(len("chapter"), *(len(name) for name, _ in rows))
+    print(f"{'chapter':<{width}} {'words':>6} {'figures':>8} {'exercises':>10} {'predict':>8}")
     total = {key: sum(stats[key] for _, stats in rows) for key in ("words", "figures", "exercises", "predict")}
-    print(f"{'total':<36} {total['words']:6d} {total['figures']:8d} {total['exercises']:10d} {total['predict']:8d}")
+    for name, stats in [*rows, ("total", total)]:
+        counts = f"{stats['words']:6d} {stats['figures']:8d} {stats['exercises']:10d} {stats['predict']:8d}"
+        print(f"{name:<{width}} {counts}")
     return 0
 
 
