@@ -3,7 +3,7 @@ r"""Checkers for the exercises of chapter 9, "Beyond the lecture (1): real-value
 - :func:`check_gaussian_log_likelihood`: ``gaussian_log_likelihood(x, loc, sigma)``, the Gaussian decoder's
   log-likelihood of each image, log N(x; μ, diag σ²) = −Σ_j (x_j − μ_j)²/(2σ_j²) − Σ_j log σ_j − (D/2) log 2π;
 - :func:`check_free_bits_kl`: ``free_bits_kl(kl, free_bits)``, the KL term of the free-bits objective of Kingma et
-  al. (2016), Σ_u max(λ, mean over the batch of KL_u), from the KL per example and latent dimension ``[B, d]``.
+  al. (2016), Σ_j max(λ, mean over the batch of KL_j), from the KL per example and latent dimension ``[B, d]``.
 
 Every input is built from a fixed seed, so a correct answer matches the reference to rounding.
 """
@@ -114,37 +114,37 @@ def _free_bits_mistakes(got, expected, case):
         (
             kl.clamp(min=floor).mean(0).sum(),
             "you applied the floor to each example before the mean over the batch: free bits floors the batch mean "
-            "of each dimension's KL, max(λ, mean_B KL_u), so that an example may still use less than λ",
+            "of each dimension's KL, max(λ, mean_B KL_j), so that an example may still use less than λ",
         ),
         (
             kl.clamp(min=floor).sum(-1).mean(),
             "you applied the floor to each example before the mean over the batch: free bits floors the batch mean "
-            "of each dimension's KL, max(λ, mean_B KL_u)",
+            "of each dimension's KL, max(λ, mean_B KL_j)",
         ),
         (
             kl.mean(0).clamp(max=floor).sum(),
-            "you took the minimum of λ and the KL: the floor is a maximum, max(λ, mean_B KL_u)",
+            "you took the minimum of λ and the KL: the floor is a maximum, max(λ, mean_B KL_j)",
         ),
         (
             (kl.mean(0) - floor).clamp(min=0).sum(),
-            "you subtracted λ (a hinge, max(0, KL_u − λ)): it has the same gradient, but the free-bits term is "
-            "max(λ, KL_u), never below d·λ",
+            "you subtracted λ (a hinge, max(0, KL_j − λ)): it has the same gradient, but the free-bits term is "
+            "max(λ, KL_j), never below d·λ",
         ),
         (
             kl.mean(0).sum(),
             "the floor λ is missing or never binds: that is the plain KL term of the ELBO. Free bits floors each "
-            "latent dimension's batch-mean KL separately, Σ_u max(λ, mean_B KL_u); a floor on the total KL binds "
+            "latent dimension's batch-mean KL separately, Σ_j max(λ, mean_B KL_j); a floor on the total KL binds "
             "only when the whole KL is below it, and then lets single dimensions collapse",
         ),
         (
             kl.sum(-1).mean().clamp(min=floor),
             "you applied the floor to the total KL: free bits floors each latent dimension's KL separately, "
-            "Σ_u max(λ, mean_B KL_u), so that no dimension can collapse below λ",
+            "Σ_j max(λ, mean_B KL_j), so that no dimension can collapse below λ",
         ),
         (
             kl.sum(-1).mean().clamp(min=floor * kl.shape[-1]),
             "you applied the floor d·λ to the total KL: free bits floors each latent dimension's KL separately, "
-            "Σ_u max(λ, mean_B KL_u)",
+            "Σ_j max(λ, mean_B KL_j)",
         ),
     ]
     return _first_hint(got, variants)
@@ -164,7 +164,7 @@ def _free_bits_cases() -> list[dict]:
 
 
 def check_free_bits_kl(function: Callable) -> Result:
-    """Check ``function(kl, free_bits) -> []``: the free-bits KL term Σ_u max(λ, mean over the batch of KL_u) from the
+    """Check ``function(kl, free_bits) -> []``: the free-bits KL term Σ_j max(λ, mean over the batch of KL_j) from the
     KL per example and latent dimension ``kl`` ``[B, d]`` and the floor λ = ``free_bits`` (chapter 9). Diagnoses a
     floor applied per example or to the total, a minimum for the maximum, a hinge, and a missing floor.
     """
