@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from data_helpers import binary
 
 import vaecourse as vc
 from vaecourse.conv import ConvDecoderNet, ConvEncoderNet
@@ -17,10 +18,6 @@ def conv_vae(**overrides):
     fields.update(overrides)
     torch.manual_seed(0)
     return vc.VAE(vc.VAEConfig(**fields))
-
-
-def binary(*shape, seed=0):
-    return (torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) < 0.3).float()
 
 
 def test_the_networks_are_convolutional():

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from data_helpers import binary
 from torch.distributions import Independent, Normal
 
 import vaecourse as vc
@@ -16,10 +17,6 @@ def small_vae(**overrides):
     fields.update(overrides)
     torch.manual_seed(0)
     return vc.VAE(vc.VAEConfig(**fields))
-
-
-def binary(*shape, seed=0):
-    return (torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) < 0.3).float()
 
 
 def linear_gaussian():
