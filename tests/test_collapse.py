@@ -68,14 +68,19 @@ def test_free_bits_objective_in_training_keeps_every_dimension_s_batch_kl_at_its
 
 
 def test_free_bits_objective_is_the_elbo_s_reconstruction_minus_the_floored_kl(digits):
+    # VAE.elbo(free_bits=λ): the batch mean of the objective is mean log p(x|z) − β Σ_j max(λ, batch-mean KL_j),
+    # from the same draws as the ELBO's terms
     model = small_vae()
     x = digits[:16]
     with vc.runtime.seeded(0):
-        terms = model.elbo(x)
-    value = collapse.free_bits_objective(model, x, terms, beta=2.0, free_bits=0.0)
-    assert value.item() == pytest.approx((terms.log_px_z - 2.0 * terms.kl).mean().item(), abs=1e-4)
-    huge = collapse.free_bits_objective(model, x, terms, beta=1.0, free_bits=100.0)
-    assert huge.item() == pytest.approx(terms.log_px_z.mean().item() - 400.0, abs=1e-3)
+        terms = model.elbo(x, beta=2.0, free_bits=1e-6)  # a floor below every dimension's KL: the β-objective
+    assert terms.objective.mean().item() == pytest.approx((terms.log_px_z - 2.0 * terms.kl).mean().item(), abs=1e-4)
+    with vc.runtime.seeded(0):
+        huge = model.elbo(x, beta=1.0, free_bits=100.0)  # every dimension at the floor: d · λ = 400
+    assert torch.equal(huge.log_px_z, terms.log_px_z)
+    assert huge.objective.mean().item() == pytest.approx(terms.log_px_z.mean().item() - 400.0, abs=1e-3)
+    with pytest.raises(ValueError, match="free_bits"):
+        model.elbo(x, num_samples=3, bound="iwae", free_bits=0.5)
 
 
 def test_warmup_schedule_in_the_function_and_in_fit(digits):

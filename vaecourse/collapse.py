@@ -25,9 +25,8 @@ import torch
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from .diagnostics import ACTIVE_THRESHOLD, active_units
-from .estimators import ElboTerms
 
-__all__ = ["LatentUsage", "free_bits_kl", "free_bits_objective", "kl_per_dimension", "kl_weight", "latent_usage"]
+__all__ = ["LatentUsage", "free_bits_kl", "kl_per_dimension", "kl_weight", "latent_usage"]
 
 
 def _diagonal_normal(distribution: Distribution, name: str) -> Normal:
@@ -58,13 +57,6 @@ def free_bits_kl(kl: torch.Tensor, free_bits: float) -> torch.Tensor:
     if isinstance(free_bits, bool) or not isinstance(free_bits, float | int) or free_bits < 0:
         raise ValueError(f"free_bits must be a number of nats >= 0, got {free_bits!r}")
     return kl.mean(0).clamp(min=free_bits).sum()
-
-
-def free_bits_objective(model, batch: torch.Tensor, terms: ElboTerms, beta: float, free_bits: float) -> torch.Tensor:
-    """The free-bits objective of a mini-batch, a scalar to maximise: mean log p_θ(x|z) − β·:func:`free_bits_kl`
-    (chapter 9). ``terms`` are the batch's ELBO terms from ``model`` (their ``log_px_z`` is reused)."""
-    kl = kl_per_dimension(model.encoder(batch), model.prior)  # [B, d]
-    return terms.log_px_z.mean() - beta * free_bits_kl(kl, free_bits)
 
 
 def kl_weight(epoch: int, beta: float = 1.0, warmup_epochs: float = 0.0) -> float:

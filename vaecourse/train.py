@@ -183,12 +183,8 @@ def step(
     free-bits one, Σ_u max(λ, batch-mean KL_u) (chapter 9). ``bound="iwae"`` climbs the IWAE bound instead
     (chapter 10).
     """
-    if free_bits and bound != "elbo":
-        raise ValueError("free bits apply to the ELBO's KL term: use free_bits with bound='elbo'")
-    terms = model._elbo(batch, num_samples, beta, eps=eps, bound=bound)  # q_φ(z|x), z = μ + σ·ε, p_θ(x|z), KL(q ‖ p)
+    terms = model._elbo(batch, num_samples, beta, eps=eps, bound=bound, free_bits=free_bits)  # q, z, p(x|z), KL
     loss = -terms.objective.mean()  # −ELBO at β = 1: summed over the pixels, averaged over the batch
-    if free_bits:
-        loss = -collapse.free_bits_objective(model, batch, terms, beta, free_bits)
     _check_finite(loss, terms)
     optimizer.zero_grad(set_to_none=True)  # backward() adds to .grad: start from zero
     loss.backward()  # ∇ of the loss for φ, θ (and a learned prior's λ), in one pass

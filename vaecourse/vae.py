@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Binomial, Distribution, Independent, Normal
 
-from . import conv, estimators, iwae, likelihoods
+from . import collapse, conv, estimators, iwae, likelihoods
 from .checks import check_num_samples, check_positive_int
 from .priors import PRIORS, check_prior_options, make_prior
 from .sparse import SparseInputLinear
@@ -247,6 +247,7 @@ class VAE(nn.Module):
         analytic_kl: bool = True,
         eps: torch.Tensor | None = None,
         bound: str = "elbo",
+        free_bits: float = 0.0,
     ) -> estimators.ElboTerms:
         r"""Per-example ``log_px_z`` (E_q[log p_θ(x|z)]), ``kl`` (KL(q_φ(z|x) ‖ p(z))), ``elbo = log_px_z − kl``
         and the β-VAE ``objective = log_px_z − β·kl`` (the ELBO at β = 1), estimated with ``num_samples``
@@ -256,11 +257,17 @@ class VAE(nn.Module):
         ``bound="iwae"`` (chapter 10) makes ``objective`` the importance-weighted bound of Burda et al. (2016) with
         K = ``num_samples`` samples, log (1/K) Σ_k p_θ(x, z_k) / q_φ(z_k|x), which training then climbs
         (:func:`vaecourse.iwae.iwae_terms`); ``elbo`` stays the ELBO of the same samples. Needs β = 1.
+
+        ``free_bits`` λ > 0 (chapter 9) makes the KL part of ``objective`` the free-bits term of the batch,
+        β·Σ_j max(λ, batch-mean KL_j) (:func:`vaecourse.collapse.free_bits_kl`), the same for every example, so that
+        the batch mean of ``objective`` is the free-bits objective. Needs a diagonal Gaussian prior.
         """
         self.check_data(x)
-        return self._elbo(x, num_samples, beta, analytic_kl, eps, bound)
+        return self._elbo(x, num_samples, beta, analytic_kl, eps, bound, free_bits)
 
-    def _elbo(self, x, num_samples=1, beta=1.0, analytic_kl=True, eps=None, bound="elbo") -> estimators.ElboTerms:
+    def _elbo(
+        self, x, num_samples=1, beta=1.0, analytic_kl=True, eps=None, bound="elbo", free_bits=0.0
+    ) -> estimators.ElboTerms:
         """:meth:`elbo` without the input checks (the training loop checks the data set once)."""
         q = self.encoder(x)
         z = None
@@ -270,11 +277,17 @@ class VAE(nn.Module):
         if bound != "elbo":
             if bound not in BOUNDS:
                 raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
+            if free_bits:
+                raise ValueError("free_bits apply to the ELBO's KL term: use free_bits with bound='elbo'")
             if beta != 1.0:
                 raise ValueError(f"bound='iwae' is a bound on log p(x) at β = 1; got beta = {beta!r}")
             return iwae.iwae_terms(self, x, q, check_num_samples(num_samples), analytic_kl=analytic_kl, z=z)
         terms = estimators.elbo(self, x, q, check_num_samples(num_samples), analytic_kl=analytic_kl, z=z)
-        terms.objective = terms.log_px_z - beta * terms.kl if beta != 1.0 else terms.elbo
+        if free_bits:  # the same q as the ELBO's: its KL per latent dimension, floored at λ after the batch mean
+            kl = collapse.kl_per_dimension(q, self.prior)  # [B, d]
+            terms.objective = terms.log_px_z - beta * collapse.free_bits_kl(kl, free_bits)
+        else:
+            terms.objective = terms.log_px_z - beta * terms.kl if beta != 1.0 else terms.elbo
         return terms
 
     @torch.no_grad()
