@@ -14,7 +14,6 @@ the papers, for a CUDA GPU.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import time
 from dataclasses import asdict, dataclass
@@ -250,29 +249,12 @@ def _conv_markdown(run: ConvRun, rows: list[dict], device: str) -> str:
 
 def load_table(name: str, recipe_name: str = "cpu", download: bool = True) -> dict:
     """The table ``<name>-<recipe>.json`` (``name`` is ``iwae`` or ``conv``) written by ``python -m vaecourse
-    experiment``: looked for where chapter 8 looks for its results (``$VAECOURSE_RESULTS``, ``./results``,
-    ``../results``, the cache), else downloaded once into the cache from the repository at this package's release.
-    """
-    from . import results  # the folder conventions and the download of chapter 8's results
+    experiment``: found where chapter 8 finds its results, or downloaded once into the cache from the repository at
+    this package's release (:func:`vaecourse.results.find`)."""
+    from . import results
 
     if name not in ("iwae", "conv") or recipe_name not in ("cpu", "gpu"):
         raise ValueError(f"expected name 'iwae' or 'conv' and recipe 'cpu' or 'gpu', got {name!r}, {recipe_name!r}")
     filename = f"{name}-{recipe_name}.json"
-    cache = data.cache_dir() / "results"
-    folders = [pathlib.Path(os.environ[results.RESULTS_ENV])] if os.environ.get(results.RESULTS_ENV) else []
-    folders += [pathlib.Path.cwd() / "results", pathlib.Path.cwd().parent / "results", cache]
-    for folder in folders:
-        if (folder / filename).is_file():
-            return json.loads((folder / filename).read_text())
     advice = f"run `python -m vaecourse experiment {name} --recipe {recipe_name} --out DIR`, then VAECOURSE_RESULTS=DIR"
-    if not download:
-        raise FileNotFoundError(f"{filename} is not in {', '.join(map(str, folders))}: {advice}")
-    from . import __version__
-    from .download import fetch
-
-    base = os.environ.get(results.URL_ENV, f"{results.REPOSITORY}/raw/v{__version__}/results").rstrip("/")
-    try:
-        fetch(f"{base}/{filename}", cache / filename)
-    except Exception as error:
-        raise data.DataUnavailableError(f"could not download {base}/{filename} ({error}); {advice}") from error
-    return json.loads((cache / filename).read_text())
+    return json.loads((results.find([filename], advice, download) / filename).read_text())

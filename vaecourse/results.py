@@ -14,7 +14,7 @@ import pathlib
 from . import data
 from .download import fetch
 
-__all__ = ["REPOSITORY", "results_dir"]
+__all__ = ["REPOSITORY", "find", "results_dir"]
 
 REPOSITORY = "https://github.com/vaecourse/vae-course"  # the same address as _config.yml and pyproject.toml
 RESULTS_ENV = "VAECOURSE_RESULTS"  # a folder holding priors-<recipe>.json and priors-<recipe>/
@@ -39,23 +39,30 @@ def results_dir(recipe: str = "cpu", download: bool = True) -> pathlib.Path:
     """
     if recipe not in ("cpu", "gpu"):
         raise ValueError(f"recipe must be 'cpu' or 'gpu', got {recipe!r}")
-    needed = _needed(recipe)
-    candidates = [pathlib.Path(os.environ[RESULTS_ENV])] if os.environ.get(RESULTS_ENV) else []
-    cache = data.cache_dir() / "results"
-    candidates += [pathlib.Path.cwd() / "results", pathlib.Path.cwd().parent / "results", cache]
-    for folder in candidates:
-        if all((folder / name).is_file() for name in needed):
-            return folder
     advice = (
         f"run `python -m vaecourse reproduce --recipe {recipe} --out DIR` and `python scripts/prior_adaptation.py "
         f"--out DIR` from a clone of the repository, and set {RESULTS_ENV}=DIR"
     )
+    return find(_needed(recipe), advice, download)
+
+
+def find(names: list[str], advice: str, download: bool = True) -> pathlib.Path:
+    """The first folder of ``$VAECOURSE_RESULTS``, ``./results``, ``../results`` and the cache that holds every
+    file of ``names`` (paths relative to it); otherwise the cache, after downloading the missing ones from the
+    repository at this package's release (``$VAECOURSE_RESULTS_URL``). ``advice`` says how to make the files
+    when they cannot be found (``download=False``) or downloaded."""
+    candidates = [pathlib.Path(os.environ[RESULTS_ENV])] if os.environ.get(RESULTS_ENV) else []
+    cache = data.cache_dir() / "results"
+    candidates += [pathlib.Path.cwd() / "results", pathlib.Path.cwd().parent / "results", cache]
+    for folder in candidates:
+        if all((folder / name).is_file() for name in names):
+            return folder
     if not download:
-        raise FileNotFoundError(f"the {recipe} results are not in {', '.join(map(str, candidates))}: {advice}")
+        raise FileNotFoundError(f"{', '.join(names)} not in {', '.join(map(str, candidates))}: {advice}")
     from . import __version__  # the tag of the release, whose results match this package
 
     base = os.environ.get(URL_ENV, f"{REPOSITORY}/raw/v{__version__}/results").rstrip("/")
-    for name in needed:
+    for name in names:
         target = cache / name
         if target.is_file():
             continue
