@@ -31,6 +31,10 @@ def test_help_documents_every_flag():
         "--seconds",
         "--seed",
         "--out",
+        "--architecture",
+        "--free-bits",
+        "--bound",
+        "--num-samples",
     ):
         assert flag in text, flag
     text = run("evaluate", "--help").stdout
@@ -211,3 +215,37 @@ def test_reproduce_passes_reuse_and_regimes_on_and_refuses_unknown_regimes(monke
     assert main(["reproduce", "--recipe", "cpu", "--regimes", "30 epochs", "--device", "cpu", "--out", out]) == 2
     assert "--regimes: expected names among ['150 s', '20 epochs'], got '30 epochs'" in capsys.readouterr().err
     assert len(calls) == 2  # nothing run for the refused regime
+
+
+def test_the_objectives_and_architecture_of_chapters_9_and_10_are_flags(tmp_path, captured_fit, monkeypatch):
+    from vaecourse import cli
+
+    with pytest.raises(_Stop):
+        main(["train", "--dataset", "digits", "--free-bits", "0.25", "--device", "cpu", "--out", str(tmp_path)])
+    assert captured_fit["config"].free_bits == 0.25 and captured_fit["config"].bound == "elbo"
+    with pytest.raises(_Stop):
+        main(
+            ["train", "--dataset", "digits", "--bound", "iwae", "--num-samples", "5", "--device", "cpu"]
+            + ["--out", str(tmp_path)]
+        )
+    assert (captured_fit["config"].bound, captured_fit["config"].num_samples) == ("iwae", 5)
+    monkeypatch.setattr(cli, "_load_split", lambda *args: torch.zeros(8, 784))  # 28×28 images, no download
+    with pytest.raises(_Stop):
+        main(["train", "--architecture", "conv", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path)])
+    model = captured_fit["model"]
+    assert model.config.architecture == "conv" and not model.config.sparse_input  # the CPU recipe's sparse layer off
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--architecture", "conv"], "28×28"),  # the 8×8 digits have 64 pixels
+        (["--bound", "iwae", "--beta", "0.5"], "needs beta = 1"),
+        (["--bound", "iwae", "--free-bits", "0.5"], "use it with bound='elbo'"),
+        (["--free-bits", "-1"], "expected a number >= 0"),
+    ],
+)
+def test_conflicting_objective_flags_are_one_line_errors(args, message, tmp_path, captured_fit, capsys):
+    assert main(["train", "--dataset", "digits", *args, "--device", "cpu", "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert captured_fit == {}  # refused before training

@@ -28,7 +28,7 @@ from .evaluate import log_likelihood
 from .priors import PRIORS
 from .recipes import RECIPES, for_device, recipe
 from .train import TrainConfig, fit
-from .vae import VAEConfig
+from .vae import ARCHITECTURES, VAEConfig
 
 __all__ = ["main"]
 
@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--latent-dim", type=_positive_int, help="dimension d of z")
     train.add_argument(
+        "--architecture",
+        choices=ARCHITECTURES,
+        help="mlp (fully connected), or conv: two convolutional layers before the fully connected ones, for 28×28 "
+        "images (chapter 10)",
+    )
+    train.add_argument(
         "--hidden-dims",
         type=_hidden_dims,
         help="hidden layer widths of the encoder, e.g. 400 or 512,512 (the decoder mirrors them)",
@@ -123,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--beta", type=_non_negative_float, default=1.0, help="weight of the KL term (default: %(default)s, the ELBO)"
+    )
+    train.add_argument(
+        "--free-bits",
+        type=_non_negative_float,
+        help="free bits: the floor λ, in nats per latent dimension, under each dimension's KL in the objective "
+        "(chapter 9; default 0, the ELBO)",
+    )
+    train.add_argument(
+        "--bound",
+        choices=("elbo", "iwae"),
+        help="the objective: the ELBO, or the IWAE bound with --num-samples K samples (chapter 10; default elbo)",
+    )
+    train.add_argument(
+        "--num-samples", type=_positive_int, help="samples K of z per example in the objective (default 1)"
     )
     train.add_argument("--patience", type=_positive_int, help="early stopping: epochs without a better validation ELBO")
     train.add_argument(
@@ -261,6 +281,10 @@ def _train(args) -> dict:
         model_fields["latent_dim"] = args.latent_dim
     if args.hidden_dims is not None:
         model_fields["hidden_dims"] = args.hidden_dims
+    if args.architecture is not None:
+        model_fields["architecture"] = args.architecture
+        if args.architecture == "conv":
+            model_fields["sparse_input"] = False  # the CPU recipe's sparse first layer belongs to the MLP
     model_config = VAEConfig(**{**chosen.model.to_dict(), **model_fields})
     train_fields = {"seed": args.seed, "beta": args.beta, "progress": False if args.quiet else None}
     for flag, name in (
@@ -269,6 +293,9 @@ def _train(args) -> dict:
         ("schedule", "schedule"),
         ("warmup_epochs", "warmup_epochs"),
         ("patience", "patience"),
+        ("free_bits", "free_bits"),
+        ("bound", "bound"),
+        ("num_samples", "num_samples"),
     ):
         if getattr(args, flag) is not None:
             train_fields[name] = getattr(args, flag)
