@@ -134,7 +134,8 @@ def load(name: str, split: str = "train") -> Dataset:
 
 def evenly_spaced(x: torch.Tensor, count: int | None) -> torch.Tensor:
     """``count`` rows of ``x`` at equal strides, first and last included (all of ``x`` if ``count`` is ``None`` or
-    not smaller). The binarized MNIST files are sorted by digit, so a subset must be spread, never ``x[:count]``.
+    not smaller). The binarized MNIST test file is sorted by digit (the train and valid files are shuffled), so a
+    subset of it must be spread, never ``x[:count]``.
 
     >>> evenly_spaced(torch.arange(10), 4)
     tensor([0, 3, 6, 9])
