@@ -1,19 +1,29 @@
 """vaecourse.reproduce: the results table of chapter 8, run here tiny."""
 
+import dataclasses
 import json
 import math
+import pathlib
 
 import pytest
 import torch
 
 import vaecourse as vc
-from vaecourse import checkpoint, reproduce
+from vaecourse import checkpoint, recipes, reproduce
+
+
+@pytest.fixture(autouse=True)
+def tiny_recipe(monkeypatch):
+    """The recipe ``tiny``: the CPU recipe with K = 10 pseudo-inputs for the VampPrior."""
+    cpu = recipes.recipe("cpu")
+    options = {**cpu.prior_options, "vamp": {"num_components": 10}}
+    monkeypatch.setitem(recipes.RECIPES, "tiny", dataclasses.replace(cpu, name="tiny", prior_options=options))
 
 
 def tiny_run(**changes):
     fields = dict(
         name="tiny",
-        recipe="cpu",
+        recipe="tiny",
         regimes=(
             reproduce.Regime("1 s", "", seconds=1.0, why="equal time"),
             reproduce.Regime("1 epoch", "epochs-1", epochs=1, why="equal epochs"),
@@ -21,7 +31,6 @@ def tiny_run(**changes):
         num_samples=5,
         test_examples=40,
         surgery_examples=60,
-        vamp_components=10,
         judge_samples=50,
         train_examples=300,
     )
@@ -102,6 +111,32 @@ def test_a_subset_replaces_its_rows_and_keeps_the_others(tmp_path, monkeypatch):
     second = json.loads((tmp_path / "priors-tiny.json").read_text())["rows"]
     assert [row["prior"] for row in second] == ["standard", "mog"]
     assert second[0] == first[0] and second[1]["train_seconds"] != first[1]["train_seconds"]
+
+
+def test_each_prior_is_trained_with_its_recipes_options():
+    for run in reproduce.RUNS.values():
+        shared = recipes.recipe(run.recipe)
+        for regime in run.regimes:
+            for prior in vc.priors.PRIORS:
+                model_config, _ = reproduce._configs(prior, run, regime, seed=0)
+                assert model_config.prior == prior
+                assert model_config.prior_options == shared.prior_options.get(prior, {}), (run.name, prior)
+    # the values that trained the committed results (results/priors-cpu.json), and the GPU run's
+    assert recipes.recipe("cpu").prior_options == {"mog": {"num_components": 50}, "vamp": {"num_components": 100}}
+    assert recipes.recipe("gpu").prior_options == {"mog": {"num_components": 50}, "vamp": {"num_components": 500}}
+    root = pathlib.Path(__file__).resolve().parents[1]
+    run = reproduce.RUNS["cpu"]
+    regimes = {regime.name: regime for regime in run.regimes}
+    for row in json.loads((root / "results" / "priors-cpu.json").read_text())["rows"]:
+        model_config, _ = reproduce._configs(row["prior"], run, regimes[row["regime"]], seed=0)
+        assert model_config.prior_options == row["prior_options"], (row["regime"], row["prior"])
+
+
+def test_the_command_line_mixture_takes_the_recipes_components():
+    for name in ("cpu", "gpu"):  # python -m vaecourse train --prior mog: the same K as reproduce trains
+        chosen = recipes.recipe(name).with_prior("mog")
+        assert chosen.model.prior_options == {"num_components": 50}
+        assert chosen.with_prior("mog", num_components=7).model.prior_options == {"num_components": 7}
 
 
 def test_rate_and_distortion_are_the_two_terms_of_mean_elbo():

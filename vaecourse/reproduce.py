@@ -39,6 +39,7 @@ from . import checkpoint, data, judge, surgery
 from .diagnostics import active_units
 from .evaluate import log_likelihood
 from .files import atomic_write
+from .priors import PRIORS
 from .recipes import recipe
 from .runtime import seeded
 from .train import TrainConfig, fit
@@ -54,8 +55,6 @@ __all__ = [
     "sample_quality",
     "train",
 ]
-
-PRIOR_OPTIONS = {"standard": {}, "mog": {"num_components": 50}, "vamp": {"num_components": 500}, "flow": {}}
 
 PUBLISHED = [
     (
@@ -92,7 +91,8 @@ class Regime:
 @dataclass(frozen=True)
 class ReproduceRun:
     """How the table is made with one recipe: its ``name`` (the files' ``priors-<name>``), the ``recipe`` (``cpu``
-    or ``gpu``) that the shared network and optimiser come from, the training ``regimes``, and the measuring sizes
+    or ``gpu``) that the shared network and optimiser and each prior's options (the mixture's and the VampPrior's
+    K) come from, the training ``regimes``, and the measuring sizes
     (``surgery_examples`` and ``judge_samples``: training images over which q_avg is formed, None for all of them,
     and prior samples shown to the judge)."""
 
@@ -102,7 +102,6 @@ class ReproduceRun:
     num_samples: int  # k of the IWAE estimate
     test_examples: int | None  # evenly spaced test images (None: all 10 000)
     surgery_examples: int | None  # evenly spaced training images for q_avg (None: all 50 000)
-    vamp_components: int
     judge_samples: int = 2000
     train_examples: int | None = None  # evenly spaced training images to train on (None: all 50 000)
 
@@ -132,7 +131,6 @@ RUNS = {
         num_samples=1000,
         test_examples=2000,
         surgery_examples=None,
-        vamp_components=100,
     ),
     "gpu": ReproduceRun(
         "gpu",
@@ -141,17 +139,13 @@ RUNS = {
         num_samples=5000,
         test_examples=None,
         surgery_examples=None,
-        vamp_components=500,
     ),
 }
 
 
 def _configs(prior: str, run: ReproduceRun, regime: Regime, seed: int) -> tuple[VAEConfig, TrainConfig]:
-    shared = recipe(run.recipe)
-    options = dict(PRIOR_OPTIONS[prior])
-    if prior == "vamp":
-        options["num_components"] = run.vamp_components
-    model_config = VAEConfig(**{**shared.model.to_dict(), "prior": prior, "prior_options": options})
+    shared = recipe(run.recipe).with_prior(prior)  # the recipe's options for the prior, e.g. the VampPrior's K
+    model_config = shared.model
     fields = {**shared.train.to_dict(), "seed": seed, "progress": False}
     if regime.seconds is not None:
         fields.update(epochs=None, seconds=regime.seconds)
@@ -394,7 +388,7 @@ def reproduce(
     run_name: str,
     out_dir: pathlib.Path,
     device: torch.device,
-    priors=tuple(PRIOR_OPTIONS),
+    priors=tuple(PRIORS),
     reuse: bool = False,
     seed: int = 0,
     regimes=None,
@@ -408,9 +402,9 @@ def reproduce(
     overlap in time."""
     if run_name not in RUNS:
         raise ValueError(f"unknown recipe {run_name!r}: expected one of {sorted(RUNS)}")
-    unknown = sorted(set(priors) - set(PRIOR_OPTIONS))
+    unknown = sorted(set(priors) - set(PRIORS))
     if unknown or not priors:
-        raise ValueError(f"priors must be a non-empty subset of {list(PRIOR_OPTIONS)}, got {priors!r}")
+        raise ValueError(f"priors must be a non-empty subset of {list(PRIORS)}, got {priors!r}")
     run = RUNS[run_name]
     names = [regime.name for regime in run.regimes]
     regimes = tuple(names) if regimes is None else tuple(regimes)
@@ -471,7 +465,7 @@ def _merge_and_write(run: ReproduceRun, out_dir: pathlib.Path, rows: list[dict],
             for row in json.loads(existing.read_text())["rows"]
             if row.get("regime") in names and (row["regime"], row["prior"]) not in done
         ]
-        order = [(regime, prior) for regime in names for prior in PRIOR_OPTIONS]
+        order = [(regime, prior) for regime in names for prior in PRIORS]
         rows = sorted(kept + rows, key=lambda row: order.index((row["regime"], row["prior"])))
     table = {
         "recipe": run.name,
