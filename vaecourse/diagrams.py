@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 # Colours: deterministic computations, random nodes, the data, the loss, gradients that flow and that do not.
+_THETA = r"\boldsymbol{\theta}"  # the decoder's parameters, bold as in the chapters
 _DETERMINISTIC = "#dbe9f6"
 _RANDOM = "#fde2c8"
 _DATA = "#e6e6e6"
@@ -80,7 +81,8 @@ def vae(ax=None):
           _DETERMINISTIC, width=2.1, height=0.8)  # fmt: skip
     _node(ax, 7.5, 0.7, r"$\boldsymbol{\varepsilon} \sim \mathcal{N}(\mathbf{0}, I)$", _RANDOM, width=2.1,
           height=0.7, round_node=True)  # fmt: skip
-    _node(ax, 10.0, 2.6, "decoder\n" + r"$p_\theta(\mathbf{x}|\mathbf{z})$", _DETERMINISTIC, width=1.9, height=1.2)
+    decoder = "decoder\n" + r"$p_{" + _THETA + r"}(\mathbf{x}|\mathbf{z})$"
+    _node(ax, 10.0, 2.6, decoder, _DETERMINISTIC, width=1.9, height=1.2)
     _node(ax, 12.2, 2.6, r"$\hat{\mathbf{x}}$", _DATA, width=1.0)
     _arrow(ax, (1.4, 2.6), (2.05, 2.6))
     _arrow(ax, (3.95, 2.9), (4.5, 3.3))
@@ -92,7 +94,8 @@ def vae(ax=None):
     _arrow(ax, (10.95, 2.6), (11.7, 2.6))
     ax.text(
         6.5, 4.6,
-        r"loss $= -\log p_\theta(\mathbf{x}|\mathbf{z})$ (reconstruction)  $+\ KL(q_\phi(\mathbf{z}|\mathbf{x})"
+        r"loss $= -\log p_{" + _THETA + r"}(\mathbf{x}|\mathbf{z})$ (reconstruction)  "
+        r"$+\ KL(q_\phi(\mathbf{z}|\mathbf{x})"
         r"\,\Vert\, p(\mathbf{z}))$ (regularization)",
         ha="center", va="center", fontsize=10, bbox={"facecolor": _LOSS, "edgecolor": "black", "pad": 4},
     )  # fmt: skip
@@ -123,23 +126,23 @@ def reparameterization(axes=None):
     # before
     _node(left, 1.0, 2.4, r"$\phi$", _DETERMINISTIC, width=0.9)
     _node(left, 3.5, 2.4, r"$\mathbf{z} \sim q_\phi(\mathbf{z}|\mathbf{x})$", _RANDOM, width=2.1, round_node=True)
-    _node(left, 6.0, 2.4, r"$\log p_\theta(\mathbf{x}|\mathbf{z})$", _LOSS, width=1.8)
+    _node(left, 6.0, 2.4, r"$\log p_{" + _THETA + r"}(\mathbf{x}|\mathbf{z})$", _LOSS, width=1.8)
     _arrow(left, (1.45, 2.4), (2.45, 2.4))
     _arrow(left, (4.55, 2.4), (5.1, 2.4))
     _arrow(left, (5.1, 1.75), (1.45, 1.75), colour=_BLOCKED, linestyle="--", rad=0.0,
            label=r"$\nabla_\phi$ stops at the random node", label_offset=(0.0, -0.62))  # fmt: skip
     left.text(3.5, 1.75, "✗", ha="center", va="center", fontsize=16, color=_BLOCKED)
     # after
-    _node(right, 0.8, 3.0, r"$\phi$", _DETERMINISTIC, width=0.9)
+    _node(right, 0.6, 3.0, r"$\phi$", _DETERMINISTIC, width=0.9)
     z_equation = r"$\mathbf{z} = \boldsymbol{\mu}_\phi + \boldsymbol{\sigma}_\phi \odot \boldsymbol{\varepsilon}$"
-    _node(right, 3.3, 3.0, z_equation, _DETERMINISTIC, width=2.6)
-    _node(right, 3.3, 0.9, r"$\boldsymbol{\varepsilon} \sim \mathcal{N}(\mathbf{0}, I)$", _RANDOM, width=2.1,
+    _node(right, 3.05, 3.0, z_equation, _DETERMINISTIC, width=2.6)
+    _node(right, 3.05, 0.9, r"$\boldsymbol{\varepsilon} \sim \mathcal{N}(\mathbf{0}, I)$", _RANDOM, width=2.1,
           round_node=True)  # fmt: skip
-    _node(right, 6.1, 3.0, r"$\log p_\theta(\mathbf{x}|\mathbf{z})$", _LOSS, width=1.7)
-    _arrow(right, (1.25, 3.0), (2.0, 3.0))
-    _arrow(right, (3.3, 1.25), (3.3, 2.6))
-    _arrow(right, (4.6, 3.0), (5.25, 3.0))
-    _arrow(right, (5.6, 2.45), (1.25, 2.45), colour=_GRADIENT, rad=0.0, label=r"$\nabla_\phi$ flows back",
+    _node(right, 5.85, 3.0, r"$\log p_{" + _THETA + r"}(\mathbf{x}|\mathbf{z})$", _LOSS, width=1.7)
+    _arrow(right, (1.05, 3.0), (1.75, 3.0))
+    _arrow(right, (3.05, 1.25), (3.05, 2.6))
+    _arrow(right, (4.35, 3.0), (5.0, 3.0))
+    _arrow(right, (5.35, 2.45), (1.05, 2.45), colour=_GRADIENT, rad=0.0, label=r"$\nabla_\phi$ flows back",
            label_offset=(0.9, -0.5))  # fmt: skip
     return axes
 
@@ -153,15 +156,16 @@ def gradient_em(ax=None):
     """
     ax = _canvas(ax, 10.0, 4.6, (9, 4.0))
     _node(ax, 2.4, 2.3,
-          "E-step\n" + r"$\phi_k = \phi_{k-1} + \eta\,\nabla_\phi \mathcal{L}_{\phi,\theta_{k-1}}(\mathbf{x})$"
+          "E-step\n" + r"$\phi_k = \phi_{k-1} + \eta\,\nabla_\phi \mathcal{L}_{\phi," + _THETA + r"_{k-1}}(\mathbf{x})$"
           + "\nthe encoder: q moves towards\nthe posterior (KL shrinks)",
           _DETERMINISTIC, width=4.0, height=2.0)  # fmt: skip
     _node(ax, 7.6, 2.3,
-          "M-step\n" + r"$\theta_k = \theta_{k-1} + \eta\,\nabla_\theta \mathcal{L}_{\phi_k,\theta}(\mathbf{x})$"
+          "M-step\n" + rf"${_THETA}_k = {_THETA}_{{k-1}} + \eta\,\nabla_{{{_THETA}}} "
+          + rf"\mathcal{{L}}_{{\phi_k,{_THETA}}}(\mathbf{{x}})$"
           + "\nthe decoder: the model explains\nthe data better (bound rises)",
           _DETERMINISTIC, width=4.0, height=2.0)  # fmt: skip
     _arrow(ax, (4.5, 3.1), (5.5, 3.1), rad=-0.35, label=r"$\phi_k$", label_offset=(0.0, 0.3))
-    _arrow(ax, (5.5, 1.5), (4.5, 1.5), rad=-0.35, label=r"$\theta_k$, $k \to k + 1$", label_offset=(0.0, -0.65))
+    _arrow(ax, (5.5, 1.5), (4.5, 1.5), rad=-0.35, label=rf"${_THETA}_k$, $k \to k + 1$", label_offset=(0.0, -0.65))
     ax.text(5.0, 0.05, "unlike classical EM, the E-step does not make the KL zero; in practice a VAE takes one "
             "joint gradient step on (φ, θ)", ha="center", va="bottom", fontsize=9, style="italic")  # fmt: skip
     return ax
