@@ -1,6 +1,6 @@
 r"""Posterior collapse and two remedies (chapter 9): the KL per latent dimension, KL warm-up and free bits.
 
-A latent dimension u has *collapsed* when q_φ(z_u|x) = p(z_u) for every x: its KL term is zero, the decoder ignores
+A latent dimension j has *collapsed* when q_φ(z_j|x) = p(z_j) for every x: its KL term is zero, the decoder ignores
 it, and its encoder mean does not move with x (it is not an active unit, :mod:`vaecourse.diagnostics`). Two
 remedies change the objective that training climbs, never the ELBO that is reported:
 
@@ -10,7 +10,7 @@ remedies change the objective that training climbs, never the ELBO that is repor
   floor of λ nats,
 
   .. math::  \tilde{\mathcal L} = \mathbb E_{x \in M}\,\mathbb E_q[\log p_θ(x \mid z)]
-             - β \sum_{u=1}^{d} \max\big(λ,\ \mathbb E_{x \in M}[KL(q_φ(z_u \mid x) \,\|\, p(z_u))]\big)
+             - β \sum_{j=1}^{d} \max\big(λ,\ \mathbb E_{x \in M}[KL(q_φ(z_j \mid x) \,\|\, p(z_j))]\big)
 
   (:func:`free_bits_kl`), so no dimension gains anything by going below λ.
 
@@ -43,13 +43,13 @@ def _diagonal_normal(distribution: Distribution, name: str) -> Normal:
 
 
 def kl_per_dimension(q: Distribution, prior: Distribution) -> torch.Tensor:
-    """KL(q(z_u|x) ‖ p(z_u)) for each latent dimension u, ``[..., d]`` (chapter 9): the terms whose sum over u is
+    """KL(q(z_j|x) ‖ p(z_j)) for each latent dimension j, ``[..., d]`` (chapter 9): the terms whose sum over j is
     the ELBO's KL term, for a diagonal Gaussian q and a diagonal Gaussian prior such as N(0, I)."""
     return kl_divergence(_diagonal_normal(q, "q"), _diagonal_normal(prior, "the prior"))
 
 
 def free_bits_kl(kl: torch.Tensor, free_bits: float) -> torch.Tensor:
-    """Σ_u max(λ, mean over the batch of KL_u): the KL term of the free-bits objective (Kingma et al., 2016), from
+    """Σ_j max(λ, mean over the batch of KL_j): the KL term of the free-bits objective (Kingma et al., 2016), from
     the per-dimension KLs ``kl`` ``[B, d]`` and the floor λ = ``free_bits`` in nats per dimension (chapter 9). A
     dimension whose batch-mean KL is below λ counts as λ and gets no gradient from this term."""
     if not isinstance(kl, torch.Tensor) or kl.ndim != 2:
@@ -76,8 +76,8 @@ def kl_weight(epoch: int, beta: float = 1.0, warmup_epochs: float = 0.0) -> floa
 @dataclass(frozen=True)
 class LatentUsage:
     """How a model uses its latent dimensions on some data (chapter 9): ``kl`` per dimension ``[d]`` (the mean over
-    the examples of KL(q_φ(z_u|x) ‖ p(z_u)), nats), its sum ``total_kl``, and the ``active`` units (Burda et al.'s
-    Cov_x E[z_u|x] > ``threshold``) with their ``count``."""
+    the examples of KL(q_φ(z_j|x) ‖ p(z_j)), nats), its sum ``total_kl``, and the ``active`` units (Burda et al.'s
+    Cov_x E[z_j|x] > ``threshold``) with their ``count``."""
 
     kl: torch.Tensor
     total_kl: float

@@ -180,8 +180,8 @@ def step(
     x → encoder → (μ, σ) → z = μ + σ·ε → decoder → loss = −(log p(x|z) − β·KL), averaged over the batch → ∇ → update.
     ``eps`` fixes the noise ε (``[B, d]``); by default it is drawn. A NaN or infinite loss raises
     :class:`DivergenceError` before it reaches the weights. With ``free_bits`` λ > 0 the KL term of the loss is the
-    free-bits one, Σ_u max(λ, batch-mean KL_u) (chapter 9). ``bound="iwae"`` climbs the IWAE bound instead
-    (chapter 10).
+    free-bits one, β·Σ_j max(λ, batch-mean KL_j) over the latent coordinates j (chapter 9). ``bound="iwae"`` climbs
+    the IWAE bound instead (chapter 10).
     """
     terms = model._elbo(batch, num_samples, beta, eps=eps, bound=bound, free_bits=free_bits)  # q, z, p(x|z), KL
     loss = -terms.objective.mean()  # −ELBO at β = 1: summed over the pixels, averaged over the batch
