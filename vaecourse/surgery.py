@@ -21,7 +21,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal, constraints
 
 from . import data, estimators
-from .checks import check_num_samples
+from .checks import check_num_samples, check_positive_int
 from .estimators import AmortizedModel, Estimate
 from .priors import Prior
 from .runtime import seeded
@@ -204,8 +204,8 @@ def decompose(
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         raise ValueError(f"x must be a batch of examples [n, D], got {getattr(x, 'shape', type(x).__name__)}")
     n = len(x)
-    if num_points is not None and (isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1):
-        raise ValueError(f"num_points must be a positive int or None, got {num_points!r}")
+    if num_points is not None:
+        check_positive_int(num_points, "num_points (or None, all n examples)")
     posteriors = model.encode(x)  # batch [n]
     q_avg = AggregatePosterior(posteriors, chunk_size=chunk_size)
     subset = num_points is not None and num_points < n

@@ -44,8 +44,8 @@ Monitor = Callable[[Distribution], dict[str, torch.Tensor]]
 
 def _shape(batch_shape: int | Sequence[int]) -> tuple[int, ...]:
     shape = (batch_shape,) if isinstance(batch_shape, int) else tuple(batch_shape)
-    if any(isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in shape):
-        raise ValueError(f"batch_shape must be a positive int or a tuple of them, got {batch_shape!r}")
+    for size in shape:
+        check_positive_int(size, f"batch_shape {batch_shape!r}: each size")  # an int or a tuple of them
     return shape
 
 
