@@ -17,7 +17,7 @@ import torch
 from ..estimators import effective_sample_size
 from ..models import LinearGaussian
 from ..montecarlo import log_mean_exp as _log_mean_exp
-from .checking import Result, check_function, constant_offset, not_finite, sign_flipped
+from .checking import Result, check_function, close_enough, constant_offset, not_finite, sign_flipped
 
 __all__ = ["check_effective_sample_size", "check_log_marginal_naive", "check_log_mean_exp"]
 
@@ -42,12 +42,12 @@ def _missing_log_k(got, expected, case):
     log_k = torch.tensor(math.log(num_samples), dtype=torch.float64)
     if not bool(torch.isfinite(offset).all()):
         return None
-    if torch.allclose(offset.abs(), log_k):
+    if close_enough(offset.abs(), log_k.expand_as(offset), atol=1e-8):
         return (
             f"every value is off by {float(offset.mean()):+.4g} = ±log K (K = {num_samples}): "
             "a mean over the K samples is Σ/K, so subtract log K after the logsumexp"
         )
-    if torch.allclose(offset, 2 * log_k):
+    if close_enough(offset, (2 * log_k).expand_as(offset), atol=1e-8):
         return f"every value is off by +2 log K (K = {num_samples}): log K was added where it must be subtracted"
     return None
 
@@ -61,7 +61,7 @@ def _jensen(log_terms_of):
 
     def diagnose(got, expected, case):
         mean_of_logs = log_terms_of(case).mean(0)
-        if torch.allclose(got, mean_of_logs.to(got.dtype), rtol=1e-5, atol=1e-6):
+        if close_enough(got, mean_of_logs):
             return (
                 "you averaged the logs, (1/K) Σ log w_k: that is E[log w], which is below log E[w] (Jensen's "
                 "inequality). Average the w_k themselves, in log space: logsumexp(log w) − log K"
@@ -104,7 +104,7 @@ def _log_px_z(case: dict) -> torch.Tensor:
 def _added_prior(got, expected, case):
     """The learner weighted each sample by p(x|z_k) p(z_k): the prior is already in the sampling."""
     with_prior = _log_mean_exp(_log_px_z(case) + case["model"].prior.log_prob(case["z"])[:, None])
-    if torch.allclose(got, with_prior.to(got.dtype), rtol=1e-5, atol=1e-6):
+    if close_enough(got, with_prior):
         return (
             "you multiplied by p(z_k): the z_k are drawn from the prior, so p(z) is already accounted for by the "
             "sampling; each term is p(x|z_k, θ) alone"
@@ -143,13 +143,14 @@ def check_log_marginal_naive(function) -> Result:
 
 
 def _reciprocal(got, expected, case):
-    if bool((got > 0).all()) and torch.allclose(got, 1 / expected, rtol=1e-5, atol=1e-8):
+    if bool((got > 0).all()) and close_enough(got, 1 / expected, atol=1e-8):
         return "you computed Σ w² / (Σ w)², the reciprocal of the ESS: it should be (Σ w)² / Σ w²"
     return None
 
 
 def _unsquared(got, expected, case):
-    if torch.allclose(got, torch.ones_like(got)) and not torch.allclose(expected, torch.ones_like(expected)):
+    ones = torch.ones_like(expected)
+    if close_enough(got, ones, atol=1e-8) and not close_enough(expected, ones, atol=1e-8):
         return "every value is 1: with normalised weights w̃_k = w_k / Σ w, Σ w̃_k = 1 always; the ESS is 1 / Σ w̃_k²"
     return None
 

@@ -347,6 +347,9 @@ def _variant_step(
     return loss
 
 
+_STEP_TOLERANCE = {"rtol": 1e-6, "atol": 1e-8}  # parameters after one step (and the loss), in float64
+
+
 def _parameters(model) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
@@ -415,7 +418,7 @@ def check_training_step(function: Callable) -> Result:
             return problem.result(exercise)
         expected_model, expected_loss, _ = _run_step(_reference_step, case)
         got, expected = _parameters(got_model), _parameters(expected_model)
-        if torch.allclose(got, expected, rtol=1e-6, atol=1e-8):
+        if close_enough(got, expected, **_STEP_TOLERANCE):
             if value is None:
                 return Result(
                     exercise, False, f"the step is right, but it returned None ({where})", ["return the loss"]
@@ -426,7 +429,9 @@ def check_training_step(function: Callable) -> Result:
                 return Result(
                     exercise, False, f"return the loss, a number or a 0-d tensor; got {type(value).__name__} ({where})"
                 )
-            if not math.isclose(value, expected_loss.item(), rel_tol=1e-6, abs_tol=1e-8):
+            if not math.isclose(
+                value, expected_loss.item(), rel_tol=_STEP_TOLERANCE["rtol"], abs_tol=_STEP_TOLERANCE["atol"]
+            ):
                 return Result(
                     exercise,
                     False,
@@ -441,10 +446,10 @@ def check_training_step(function: Callable) -> Result:
             return Result(exercise, False, f"not yet ({where})", [hint])
         for options, hint in _STEP_VARIANTS:
             variant_model, _, _ = _run_step(functools.partial(_variant_step, **options), case)
-            if torch.allclose(got, _parameters(variant_model), rtol=1e-6, atol=1e-8):
+            if close_enough(got, _parameters(variant_model), **_STEP_TOLERANCE):
                 return Result(exercise, False, f"not yet ({where})", [hint])
         detached_model, _, _ = _run_step(functools.partial(_variant_step, detach_z=True), case)
-        if torch.allclose(_encoder_parameters(got_model), _encoder_parameters(detached_model), rtol=1e-6, atol=1e-8):
+        if close_enough(_encoder_parameters(got_model), _encoder_parameters(detached_model), **_STEP_TOLERANCE):
             hint = (
                 "the encoder moved by the KL's gradient alone: z was cut from the encoder's graph (q.sample() or "
                 ".detach()), so the reconstruction term's gradient never reached φ — chapter 5's naive gradient. "
@@ -452,7 +457,7 @@ def check_training_step(function: Callable) -> Result:
             )
             return Result(exercise, False, f"not yet ({where})", [hint])
         other_model, _, _ = _run_step(function, case, eps=torch.flip(case["eps"], dims=[0]))
-        if torch.allclose(got, _parameters(other_model), rtol=1e-6, atol=1e-8):
+        if close_enough(got, _parameters(other_model), **_STEP_TOLERANCE):
             hint = (
                 "your step does not use eps: with other noise passed in it takes the same step. Form z = μ + σ·ε "
                 "with the eps that is passed in (rsample() draws its own)"

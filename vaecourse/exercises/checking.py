@@ -57,7 +57,7 @@ def _constant_offset(got: torch.Tensor, expected: torch.Tensor) -> float | None:
 
 
 def sign_flipped(got, expected, case):
-    if torch.allclose(got, -expected, rtol=1e-5, atol=1e-6) and bool(expected.abs().max() > 1e-6):
+    if close_enough(got, -expected) and bool(expected.abs().max() > 1e-6):
         return "the values have the opposite sign: check the direction of a difference or a missing minus"
     return None
 
@@ -169,7 +169,7 @@ def check_function(
                 kind="shape",
             )
         got = got.detach().to(expected.dtype)
-        if torch.allclose(got, expected, rtol=rtol, atol=atol):
+        if close_enough(got, expected, rtol=rtol, atol=atol):
             continue
         hint = next((hint for diagnose in diagnoses if (hint := diagnose(got, expected, case))), None)
         if hint:  # the first diagnosis that recognises the mistake: exercise-specific ones come first
