@@ -173,3 +173,16 @@ def test_importing_the_package_leaves_matplotlib_and_the_checkers_for_later():
     )
     lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert lines == ["[]", "True"]
+
+
+def test_import_star_leaves_matplotlib_for_later_and_the_diagrams_are_imported_on_first_use():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from vaecourse import *; print('matplotlib' in sys.modules); "
+        "import vaecourse as vc; print(callable(vc.diagrams.vae), 'matplotlib' in sys.modules, 'diagrams' in dir(vc))"
+    )
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert lines == ["False", "True", "True", "True"]
+    assert set(vc._ON_FIRST_USE).isdisjoint(vc.__all__)

@@ -1,8 +1,10 @@
 """vaecourse: the tested code behind the course "Variational Autoencoders: from the lecture to working code".
 
-Each chapter of the book imports it as ``import vaecourse as vc``. The modules that need matplotlib or hold the
-exercise checkers (``plots``, ``exercises``, ``reproduce``, ``results``) are imported on first use, so that
-``python -m vaecourse train`` and a script that only trains do not pay for them.
+Each chapter of the book imports it as ``import vaecourse as vc``. Six modules are imported on first use (when
+``vc.plots`` is first read, say): those that need matplotlib (``diagrams``, ``plots``), hold the exercise checkers
+(``exercises``) or run the experiments and find their results (``experiments``, ``reproduce``, ``results``), so
+that ``python -m vaecourse train`` and a script that only trains do not pay for them; ``from vaecourse import *``
+leaves them out too.
 """
 
 import importlib
@@ -43,12 +45,12 @@ from .vae import VAE, VAEConfig
 
 __version__ = "0.1.0"
 
-_ON_FIRST_USE = ("exercises", "experiments", "plots", "reproduce", "results")
+_ON_FIRST_USE = ("diagrams", "exercises", "experiments", "plots", "reproduce", "results")
 
 
 def __getattr__(name: str):
-    """``vc.plots``, ``vc.exercises``, ``vc.experiments``, ``vc.reproduce`` and ``vc.results``, imported when first used
-    (PEP 562)."""
+    """The modules of ``_ON_FIRST_USE`` (``vc.plots``, ``vc.diagrams``, ``vc.exercises``, …), imported when first
+    used (PEP 562)."""
     if name in _ON_FIRST_USE:
         module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
@@ -59,7 +61,8 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted({*globals(), *_ON_FIRST_USE})
 
-__all__ = [
+
+__all__ = [  # without the modules of _ON_FIRST_USE: ``import *`` would import them all
     "VAE",
     "amortized",
     "Budget",
@@ -69,14 +72,11 @@ __all__ = [
     "collapse",
     "conv",
     "evaluate",
-    "experiments",
     "fit",
     "load",
     "log_likelihood",
     "priors",
     "recipes",
-    "reproduce",
-    "results",
     "save",
     "surgery",
     "train",
@@ -87,7 +87,6 @@ __all__ = [
     "diagnostics",
     "download",
     "estimators",
-    "exercises",
     "files",
     "gaps",
     "gaussian",
@@ -97,7 +96,6 @@ __all__ = [
     "likelihoods",
     "models",
     "montecarlo",
-    "plots",
     "seed",
     "sparse",
     "set_budget",
