@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/set_version.py 0.2.0
 
-Writes the version into pyproject.toml, CITATION.cff and ``vaecourse.__version__``, and
+Writes the version into pyproject.toml, CITATION.cff, ``vaecourse.__version__`` and the README's install lines, and
 ``RELEASE = "vX.Y.Z"`` into the Colab set-up cell of every chapter (an edit of that line of the stored
 notebook, as text: the outputs stay as they are, and the cell does nothing off Colab, so the chapters need not
 be executed again). tests/test_book.py and tests/test_packaging.py check that they all agree.
@@ -22,6 +22,7 @@ PLACES = [
     ("CITATION.cff", r'^version: "([^"]+)"$', 1),
     ("vaecourse/__init__.py", r'^__version__ = "([^"]+)"$', 1),
     ("book/*.ipynb", r'RELEASE = \\"v([^"\\]+)\\"', 1),
+    ("README.md", r'(?:RELEASE = "v|/vae-course@v)(\d+\.\d+\.\d+)', 2),  # the Colab cell and the pip line
 ]
 
 

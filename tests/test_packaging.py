@@ -192,11 +192,13 @@ def test_set_version_writes_the_version_everywhere_it_is_checked(tmp_path):
         sys.path.remove(str(ROOT / "scripts"))
     (tmp_path / "book").mkdir()
     (tmp_path / "vaecourse").mkdir()
-    names = ["pyproject.toml", "CITATION.cff", "vaecourse/__init__.py"]
+    names = ["pyproject.toml", "CITATION.cff", "vaecourse/__init__.py", "README.md"]
     for name in names + ["book/setup.ipynb", "book/01_latent_variable_models.ipynb"]:
         shutil.copy(ROOT / name, tmp_path / name)
     changed = set_version("9.8.7", root=tmp_path)
-    assert len(changed) == 5
+    assert len(changed) == 6
+    readme = (tmp_path / "README.md").read_text()
+    assert 'RELEASE = "v9.8.7"' in readme and "/vae-course@v9.8.7" in readme
     assert '__version__ = "9.8.7"' in (tmp_path / "vaecourse" / "__init__.py").read_text()
     assert tomllib.loads((tmp_path / "pyproject.toml").read_text())["project"]["version"] == "9.8.7"
     assert yaml.safe_load((tmp_path / "CITATION.cff").read_text())["version"] == "9.8.7"
@@ -209,3 +211,10 @@ def test_set_version_writes_the_version_everywhere_it_is_checked(tmp_path):
         for notebook in (before, after):
             notebook.cells[1].source = re.sub(r'RELEASE = "v[^"]+"', "RELEASE", notebook.cells[1].source)
         assert after == before, "only the RELEASE line may change"
+
+
+def test_the_readme_installs_the_release_of_pyproject():
+    """The README's Colab and pip lines name the tag of pyproject's version (scripts/set_version.py writes them)."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    named = re.findall(r'(?:RELEASE = "v|/vae-course@v)(\d+\.\d+\.\d+)', (ROOT / "README.md").read_text())
+    assert named == [version, version]
