@@ -155,3 +155,21 @@ def test_hygiene_catches_missing_outputs_order_and_errors():
 )
 def test_hygiene_knows_which_cells_show_output(source, expected):
     assert shows_output(source) is expected
+
+
+def _chapter_stats():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chapter_stats", ROOT / "scripts" / "chapter_stats.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.chapter_stats
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name[0].isdigit()], ids=lambda p: p.stem)
+def test_each_chapter_is_a_lesson_of_at_most_2500_words_with_exercises_and_questions(path):
+    """The shape every chapter keeps (scripts/chapter_stats.py counts it): prose short enough to read in one
+    sitting, at least two exercises and two predict-then-run questions, and figures."""
+    stats = _chapter_stats()(path)
+    assert stats["words"] <= 2500, f"{path.name}: {stats['words']} words of prose; move digressions to an appendix"
+    assert stats["exercises"] >= 2 and stats["predict"] >= 2 and stats["figures"] >= 1, stats
