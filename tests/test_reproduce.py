@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import vaecourse as vc
-from vaecourse import checkpoint, recipes, reproduce
+from vaecourse import checkpoint, judge, recipes, reproduce
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +49,10 @@ def tiny_model(prior="standard", seed=0):
 @pytest.mark.slow
 def test_tiny_reproduce_writes_both_regimes_and_loadable_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setitem(reproduce.RUNS, "tiny", tiny_run())
+    judge.load_judge.cache_clear()  # the judge is built in here, as on the first call in a fresh process
+    state = torch.random.get_rng_state()
     table = reproduce.reproduce("tiny", tmp_path, torch.device("cpu"), priors=("standard", "vamp"))
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's generator is left alone
     rows = {(row["regime"], row["prior"]): row for row in table["rows"]}
     assert list(rows) == [("1 s", "standard"), ("1 s", "vamp"), ("1 epoch", "standard"), ("1 epoch", "vamp")]
     assert rows["1 s", "vamp"]["prior_options"] == {"num_components": 10}
@@ -152,6 +155,7 @@ def test_rate_and_distortion_are_the_two_terms_of_mean_elbo():
 def test_sample_quality_splits_the_prior_draws_at_the_holes_of_q_avg():
     model = tiny_model("standard")
     x = (torch.rand(40, 784, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    judge.load_judge.cache_clear()  # the judge is built in here, as on the first call in a fresh process
     state = torch.random.get_rng_state()
     strict = reproduce.sample_quality(model, x, num_samples=200, ratio=10.0, seed=1)
     assert torch.equal(torch.random.get_rng_state(), state)  # the caller's generator is left alone

@@ -201,8 +201,7 @@ def rate_distortion(model: VAE, x: torch.Tensor, batch_size: int = 1000, seed: i
 def _judged(images: torch.Tensor) -> dict:
     if len(images) == 0:
         return {"entropy": None, "entropy_se": None, "top_probability": None, "top_probability_se": None}
-    with seeded(0):  # judge.load_judge builds its network once, drawing initial weights from the global generator
-        verdict = judge.judge(images.cpu())
+    verdict = judge.judge(images.cpu())  # draws nothing: the generator is left as it was
     return {
         "entropy": verdict.mean_entropy.value,
         "entropy_se": verdict.mean_entropy.standard_error,
@@ -437,8 +436,7 @@ def reproduce(
                 checkpoint.save(model, path, train_config=train_config, metrics=row)
             rows.append(row)
             print(f"{regime.name}, {prior}: NLL {row['nll']:.2f} ± {row['nll_se']:.2f} nats", flush=True)
-    with seeded(0):  # as in _judged
-        verdict = judge.judge(data.load("binarized-mnist", "test").x[judge.held_out()])
+    verdict = judge.judge(data.load("binarized-mnist", "test").x[judge.held_out()])
     with _locked(out_dir / f"priors-{run.name}.json"):
         return _merge_and_write(run, out_dir, rows, device, verdict)
 
