@@ -115,26 +115,19 @@ def _learner_who_draws(*args, **kwargs):
     raise NotImplementedError
 
 
-@pytest.fixture
-def keep_distribution_validation():
-    """Importing zuko (the flow checker does) switches off torch.distributions' argument validation for the whole
-    process; other tests expect it on."""
-    validate = torch.distributions.Distribution._validate_args
-    yield
-    torch.distributions.Distribution.set_default_validate_args(validate)
-
-
 @pytest.mark.parametrize("name", [name for name in vc.exercises.__all__ if name.startswith("check_")])
-def test_a_checker_leaves_the_global_generator_as_it_was(name, keep_distribution_validation):
+def test_a_checker_leaves_the_global_generator_as_it_was(name):
     checker = getattr(vc.exercises, name)
     vc.seed(11)
     before = torch.random.get_rng_state()
+    validate = torch.distributions.Distribution._validate_args  # the flow checker's zuko leaves it as it was too
     if name == "check_function":
         result = checker("drawing", _learner_who_draws, lambda: torch.rand(3), [{}])
     else:
         result = checker(_learner_who_draws)
     assert not result.passed and result.kind == "not_implemented"  # the stub, recognised by every checker
     assert torch.equal(torch.random.get_rng_state(), before)
+    assert torch.distributions.Distribution._validate_args == validate
 
 
 def test_a_passing_checker_leaves_the_global_generator_as_it_was():
