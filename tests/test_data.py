@@ -381,8 +381,11 @@ def test_download_of_a_small_file_with_matching_checksum(isolated_dirs, small_ro
 def test_stalled_download_fails_at_the_deadline_and_leaves_nothing(
     isolated_dirs, small_rows, serve, monkeypatch
 ):
-    monkeypatch.setattr(download, "SOCKET_TIMEOUT", 0.5)
-    monkeypatch.setattr(download, "DOWNLOAD_DEADLINE", 2.0)
+    monkeypatch.setattr(download, "SOCKET_TIMEOUT", 0.5)  # bounds each read; the stalled one fails after 0.5 s
+    # The opening's deadline is out of reach, however busy the machine: at 2 s a slow opening could beat the socket
+    # timeout with its own error ("no answer … within 2 s"). Without the socket timeout the read would block until
+    # the server gives up after 30 s and closes the connection ("closed after …"): the match below would fail.
+    monkeypatch.setattr(download, "DOWNLOAD_DEADLINE", 300.0)
     serve(amat_bytes(random_bits(small_rows["valid"])), stall=True)
     with pytest.raises(data.DataUnavailableError, match="timed out"):  # the socket timeout fired, not a hang
         data.load("binarized-mnist", "valid")
