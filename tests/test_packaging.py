@@ -218,3 +218,18 @@ def test_the_readme_installs_the_release_of_pyproject():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     named = re.findall(r'(?:RELEASE = "v|/vae-course@v)(\d+\.\d+\.\d+)', (ROOT / "README.md").read_text())
     assert named == [version, version]
+
+
+def test_the_readme_lists_every_environment_variable_the_package_reads():
+    sources = {path: path.read_text() for path in (ROOT / "vaecourse").rglob("*.py")}
+    constants = {
+        name for text in sources.values() for name in re.findall(r'^\w+_ENV = "(\w+)"', text, flags=re.MULTILINE)
+    }
+    assert "VAECOURSE_BUDGET" in constants and len(constants) >= 8  # runtime, data, widgets, results
+    mentioned = {name for text in sources.values() for name in re.findall(r"\bVAECOURSE_[A-Z_]+\b", text)}
+    assert mentioned <= constants, f"read without a *_ENV constant: {sorted(mentioned - constants)}"
+    readme = (ROOT / "README.md").read_text()
+    table = set(re.findall(r"^\| `(VAECOURSE_\w+)` \|", readme, flags=re.MULTILINE))
+    assert table == constants, (
+        f"README.md's table of settings lacks {sorted(constants - table)} and lists {sorted(table - constants)}"
+    )
