@@ -175,6 +175,9 @@ def test_left_out_flags_give_the_devices_recipe_for_the_chosen_prior(tmp_path, c
     with pytest.raises(_Stop):
         main(["train", "--dataset", "digits", "--prior", "vamp", "--device", "cpu", "--out", str(tmp_path)])
     assert captured_fit["model"].config.prior_options == {"num_components": 100}  # the CPU recipe's K
+    with pytest.raises(_Stop):
+        main(["train", "--dataset", "digits", "--prior", "mog", "--device", "cpu", "--out", str(tmp_path)])
+    assert captured_fit["model"].config.prior_options == {"num_components": 50}  # the K that reproduce trains
 
 
 def test_unwritable_out_fails_before_training(tmp_path, captured_fit, capsys):

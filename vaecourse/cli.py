@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--num-components",
         type=_positive_int,
-        help="components K of the mog and vamp priors (default: 10 for mog; for vamp the recipe's, 100 on a CPU "
+        help="components K of the mog and vamp priors (default: the recipe's, 50 for mog; for vamp 100 on a CPU "
         "and 500 on a GPU)",
     )
     train.add_argument("--latent-dim", type=_positive_int, help="dimension d of z")
