@@ -7,6 +7,7 @@ import torch
 from torch.distributions import Independent, Normal
 
 import vaecourse as vc
+from vaecourse import data as vc_data
 from vaecourse.surgery import AggregatePosterior, aggregate_posterior, decompose, decompose_by_size, log_mixture_density
 
 
@@ -250,6 +251,12 @@ def test_decompose_by_size_uses_evenly_spaced_subsets(trained):
         decompose_by_size(model, x, sizes=(0,))
     with pytest.raises(ValueError, match="sizes"):
         decompose_by_size(model, x, sizes=(251,))
+    subset = decompose_by_size(model, x, sizes=(40, 250), num_samples=2, num_points=60)
+    assert [(t.num_examples, t.num_points) for t in subset.values()] == [(40, 40), (250, 60)]  # q_avg over all n
+    whole = decompose(model, vc_data.evenly_spaced(x, 40), num_samples=2, seed=0)  # m ≥ n: the terms at all n
+    assert subset[40].mutual_information.value == whole.mutual_information.value
+    with pytest.raises(ValueError, match="num_points"):
+        decompose_by_size(model, x, num_points=0)
 
 
 @pytest.mark.slow

@@ -253,10 +253,16 @@ SIZES = (100, 300, 1000, 3000, 10_000, 30_000, 50_000)
 
 
 def decompose_by_size(
-    model, x: torch.Tensor, sizes: tuple[int, ...] | None = None, num_samples: int = 1, seed: int | None = 0
+    model,
+    x: torch.Tensor,
+    sizes: tuple[int, ...] | None = None,
+    num_samples: int = 1,
+    seed: int | None = 0,
+    num_points: int | None = None,
 ) -> dict[int, Surgery]:
     r"""The surgery terms with q_avg formed over n evenly spaced rows of ``x`` ``[N, D]``, for each n in ``sizes``
-    (default: 100, 300, 1000, … up to N, and N itself), as ``{n: Surgery}`` (chapter 7).
+    (default: 100, 300, 1000, … up to N, and N itself), as ``{n: Surgery}`` (chapter 7). ``num_points`` m, if
+    given, estimates the terms at m of the n examples wherever n > m (:func:`decompose`; q_avg stays over all n).
 
     The average KL does not depend on n; its split does. The mutual information is at most log n, and reaches
     it while the n posteriors do not overlap; Hoffman & Johnson (2016) form q_avg over the whole training set,
@@ -270,4 +276,15 @@ def decompose_by_size(
     for n in sizes:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(x):
             raise ValueError(f"sizes must be ints from 1 to len(x) = {len(x)}, got {n!r}")
-    return {n: decompose(model, data.evenly_spaced(x, n), num_samples=num_samples, seed=seed) for n in sizes}
+    if num_points is not None:
+        check_positive_int(num_points, "num_points (or None, all n examples)")
+    return {
+        n: decompose(
+            model,
+            data.evenly_spaced(x, n),
+            num_samples=num_samples,
+            seed=seed,
+            num_points=None if num_points is None or num_points >= n else num_points,
+        )
+        for n in sizes
+    }
