@@ -42,7 +42,7 @@ def test_standard_error_and_summary(trained):
     assert estimate.mean == pytest.approx(values.mean().item())
     assert estimate.standard_error == pytest.approx(values.std().item() / math.sqrt(len(values)))
     assert estimate.nll == -estimate.mean
-    assert "nats (IWAE, k = 20, 250 examples)" in str(estimate)
+    assert "nats (IWAE, K = 20, 250 examples)" in str(estimate)
 
 
 @pytest.mark.slow

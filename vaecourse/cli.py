@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate",
         help="estimate the test NLL (IWAE) of a saved model",
-        description="Estimate -log p(x) in nats by importance sampling with k samples of the encoder per example, "
+        description="Estimate -log p(x) in nats by importance sampling with K samples of the encoder per example, "
         "and its standard error over the examples. Prints it and writes it to a JSON file.",
     )
     evaluate.add_argument("model", type=pathlib.Path, help="a model.pt written by 'train'")

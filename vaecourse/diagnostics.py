@@ -1,9 +1,9 @@
 r"""Diagnostics of a trained VAE's latent space (chapters 6-8).
 
-**Active units** (Burda, Grosse & Salakhutdinov, 2016): a latent dimension u is *active* when the encoder's mean of
-z_u moves with the data,
+**Active units** (Burda, Grosse & Salakhutdinov, 2016): a latent dimension j is *active* when the encoder's mean of
+z_j moves with the data,
 
-.. math::  A_u = \operatorname{Cov}_x\big(\mathbb E_{q_φ(z \mid x)}[z_u]\big) > 0.01 .
+.. math::  A_j = \operatorname{Cov}_x\big(\mathbb E_{q_φ(z \mid x)}[z_j]\big) > 0.01 .
 
 An inactive dimension has collapsed onto the prior (its KL term is near zero and the decoder ignores it): the
 number of active units is the effective size of the code.
@@ -19,12 +19,12 @@ from .checks import check_num_samples
 
 __all__ = ["ACTIVE_THRESHOLD", "ActiveUnits", "active_units"]
 
-ACTIVE_THRESHOLD = 0.01  # Burda et al.'s threshold on the variance over x of E_q[z_u | x]
+ACTIVE_THRESHOLD = 0.01  # Burda et al.'s threshold on the variance over x of E_q[z_j | x]
 
 
 @dataclass
 class ActiveUnits:
-    """``count`` active units of ``latent_dim``; per dimension, the ``variance`` over x of E_q[z_u | x] and whether
+    """``count`` active units of ``latent_dim``; per dimension, the ``variance`` over x of E_q[z_j | x] and whether
     it is ``active`` (variance above ``threshold``)."""
 
     count: int
@@ -34,7 +34,7 @@ class ActiveUnits:
     threshold: float
 
     def __str__(self) -> str:
-        return f"{self.count} of {self.latent_dim} latent dimensions active (Cov_x E[z_u|x] > {self.threshold:g})"
+        return f"{self.count} of {self.latent_dim} latent dimensions active (Cov_x E[z_j|x] > {self.threshold:g})"
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ Burda et al., 2016):
 .. math::  \log p_θ(x) \ge \mathbb E\Big[\log \frac1k \sum_{i=1}^{k}
            \frac{p_θ(x \mid z_i)\, p(z_i)}{q_φ(z_i \mid x)}\Big], \qquad z_i \sim q_φ(z \mid x),
 
-a bound that tightens as k grows (k = 1 is the ELBO) and reaches log p(x) as k → ∞. Papers use k = 5000.
+a bound that tightens as K grows (K = 1 is the ELBO) and reaches log p(x) as K → ∞. Papers use K = 5000.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class LogLikelihood:
     def __str__(self) -> str:
         return (
             f"NLL = {self.nll:.2f} ± {self.standard_error:.2f} nats "
-            f"(IWAE, k = {self.num_samples}, {len(self.per_example)} examples)"
+            f"(IWAE, K = {self.num_samples}, {len(self.per_example)} examples)"
         )
 
 
@@ -73,7 +73,7 @@ def log_likelihood(
     q_φ(z|x) each, and their mean with its standard error (chapter 6).
 
     Examples are processed ``batch_size`` at a time and samples in chunks (``chunk_size``, chosen to keep each
-    intermediate tensor near 16 MB), so memory stays bounded at k = 5000 over the 10 000 test images. With a
+    intermediate tensor near 16 MB), so memory stays bounded at K = 5000 over the 10 000 test images. With a
     ``seed`` the draws come from that seed (the number is reproducible) and the caller's generator is left as it
     was; ``None`` draws from the caller's generator.
     """

@@ -169,7 +169,7 @@ def _iwae_markdown(run: IwaeRun, rows: list[dict], device: str) -> str:
             else ""
         )
         + f"Test NLL: importance sampling with {run.eval_samples} samples on {test} test images, ± one standard "
-        f"error. Active units: Cov_x E[z_u|x] > 0.01 over the same test images. Gradient SNR: mean over each "
+        f"error. Active units: Cov_x E[z_j|x] > 0.01 over the same test images. Gradient SNR: mean over each "
         f"network's parameters of |E g| / std g, {run.snr_repeats} estimates on one batch of {run.snr_batch} "
         "training images, at the K of the column.",
         "",

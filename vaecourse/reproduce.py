@@ -323,10 +323,10 @@ def _markdown(run: ReproduceRun, table: dict) -> str:
     lines += [f"- {_regime_sentence(regime, rows)}" for regime in table["regimes"]]
     lines += [
         "",
-        f"Test NLL: IWAE with k = {run.num_samples} on {test} test images, ± one standard error; on the same "
+        f"Test NLL: IWAE with K = {run.num_samples} on {test} test images, ± one standard error; on the same "
         "images the test ELBO = −(rate + distortion), the rate E_x KL(q(z|x) ‖ p(z)) (analytic for N(0, I), one "
         "Monte Carlo sample for a learned prior), the distortion −E log p(x|z) (one sample), and the active units "
-        "(Cov_x E[z_u|x] > 0.01, of d). Marginal KL and mutual information (ELBO surgery) over the "
+        "(Cov_x E[z_j|x] > 0.01, of d). Marginal KL and mutual information (ELBO surgery) over the "
         f"n = {surgery_n} training images (MI ≤ log n = {math.log(max(surgery_n, 1)):.2f}). Training seconds "
         "depend on the machine's load. A model re-measured with `--reuse` was trained earlier by the same code, "
         "`vaecourse.reproduce.train` (called by this command or by `scripts/train_priors.py`).",
@@ -370,7 +370,7 @@ def _markdown(run: ReproduceRun, table: dict) -> str:
             )
     lines += [
         "",
-        "Published numbers (test NLL, nats, k = 5000, trained to convergence; statically binarized MNIST;"
+        "Published numbers (test NLL, nats, K = 5000, trained to convergence; statically binarized MNIST;"
         " not checked against the papers' text):",
         "",
     ]
