@@ -5,7 +5,7 @@ r"""Checkers for the exercises of chapter 10, "The IWAE objective and a convolut
   reparameterized samples z_k ~ q_φ(z|x_i) drawn as ``model.encode(x).rsample((K,))``; one number, with gradients
   for the encoder and the decoder;
 - :func:`check_signal_to_noise`: ``signal_to_noise(grads)``, Rainforth et al.'s signal-to-noise ratio of each
-  coordinate of M repeated gradient estimates ``[M, P]``: |mean| / standard deviation, ``[P]``.
+  coordinate of R repeated gradient estimates ``[R, P]``: |mean| / standard deviation, ``[P]``.
 
 Every input is built from a fixed seed, so a correct answer matches the reference to rounding.
 """
@@ -169,8 +169,10 @@ def check_iwae_loss(function: Callable) -> Result:
 
 
 def signal_to_noise(grads: torch.Tensor) -> torch.Tensor:
-    r"""The reference: |mean| / std (unbiased) of each column of ``grads`` ``[M, P]``, ``[P]``."""
-    return grads.mean(0).abs() / grads.std(0)
+    r"""The reference: |mean| / std (unbiased) of each column of ``grads`` ``[R, P]``, ``[P]``; NaN where a column
+    does not vary, as :func:`vaecourse.iwae.signal_to_noise`."""
+    std = grads.std(0)
+    return torch.where(std > 0, grads.mean(0).abs() / std, math.nan)
 
 
 def _snr_mistakes(got, expected, case):
@@ -191,19 +193,19 @@ def _snr_mistakes(got, expected, case):
         (mean.abs() / std**2, "divide by the standard deviation, not by the variance"),
         (
             mean.abs() / (std / math.sqrt(repeats)),
-            "divide by the standard deviation of one estimate, not by the standard error of their mean (std/√M): "
-            "the ratio describes one gradient estimate, whatever the number M of repeats",
+            "divide by the standard deviation of one estimate, not by the standard error of their mean (std/√R): "
+            "the ratio describes one gradient estimate, whatever the number R of repeats",
         ),
         (
             mean.abs() / grads.std(0, correction=0),
-            "use the unbiased standard deviation (divide by M − 1, torch's default)",
+            "use the unbiased standard deviation (divide by R − 1, torch's default)",
         ),
     ]
     return next((hint for candidate, hint in variants if close_enough(got, candidate)), None)
 
 
 def _snr_cases() -> list[dict]:
-    """Repeated estimates ``[M, P]`` with means of both signs and spreads far from 1."""
+    """Repeated estimates ``[R, P]`` with means of both signs and spreads far from 1."""
     generator = torch.Generator().manual_seed(10)
     cases = []
     for repeats, size in ((20, 6), (50, 4), (8, 9)):
@@ -214,8 +216,8 @@ def _snr_cases() -> list[dict]:
 
 
 def check_signal_to_noise(function: Callable) -> Result:
-    """Check ``function(grads) -> [P]``: |mean| / standard deviation of each column of M repeated gradient
-    estimates ``grads`` ``[M, P]`` (Rainforth et al., 2018; chapter 10). Diagnoses a missing absolute value, the mean
+    """Check ``function(grads) -> [P]``: |mean| / standard deviation of each column of R repeated gradient
+    estimates ``grads`` ``[R, P]`` (Rainforth et al., 2018; chapter 10). Diagnoses a missing absolute value, the mean
     of |g|, the variance or the standard error in place of the standard deviation, and the biased standard
     deviation."""
     require_function(function, "check_signal_to_noise")
