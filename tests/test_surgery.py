@@ -78,6 +78,10 @@ def test_gemm_log_density_equals_a_direct_loop_in_float64():
         direct[k] = torch.logsumexp(torch.stack(terms), 0) - math.log(n)
     for chunk_size in (None, 1, 50, n, 1000):
         assert torch.allclose(log_mixture_density(z, loc, scale, chunk_size), direct, rtol=0, atol=1e-9)
+        # with gradients the chunks take the differentiable path (no buffer written in place): the same numbers
+        differentiable = log_mixture_density(z.clone().requires_grad_(True), loc, scale, chunk_size)
+        assert differentiable.requires_grad
+        assert torch.allclose(differentiable.detach(), direct, rtol=0, atol=1e-9)
     with pytest.raises(ValueError, match=r"\[m, d\]"):
         log_mixture_density(z[0], loc, scale)
     with pytest.raises(ValueError, match="same d"):

@@ -77,10 +77,33 @@ def log_mixture_density(
     features = torch.cat([points.pow(2), points, torch.ones_like(points[:, :1])], dim=1)  # [m, 2d+1]
     size = chunk_size or max(1, _GEMM_CHUNK_ELEMENTS // max(1, len(points)))
 
-    def log_q(start: int, count: int) -> torch.Tensor:  # log N(z_k | μ_i, σ_i²) for components start..+count: [m, c]
-        return features @ weights[:, start : start + count]
+    if torch.is_grad_enabled() and (features.requires_grad or weights.requires_grad):
 
-    return estimators.log_mean_exp_in_chunks(log_q, n, size, dim=1).to(z.dtype)
+        def log_q(start: int, count: int) -> torch.Tensor:  # log N(z_k | μ_i, σ_i²), components start..+count
+            return features @ weights[:, start : start + count]
+
+        return estimators.log_mean_exp_in_chunks(log_q, n, size, dim=1).to(z.dtype)
+    return _streaming_log_mean_exp(features, weights, size).to(z.dtype)
+
+
+def _streaming_log_mean_exp(features: torch.Tensor, weights: torch.Tensor, size: int) -> torch.Tensor:
+    """log (1/n) Σ_i exp(features @ weights[:, i]) ``[m]``, without gradients: each chunk's ``[m, size]`` product is
+    written into one buffer and exponentiated in place against a running maximum (an online logsumexp), so the loop
+    allocates no block per chunk. In float64, 50 000 points against n = 50 000 components (d = 32) took 14 s instead of
+    25 s with a fresh block and a logsumexp per chunk, on 2 CPU cores (``benchmarks/surgery_qavg.py``)."""
+    m, n = len(features), weights.shape[1]
+    block = torch.empty(m, min(size, n), dtype=features.dtype, device=features.device)
+    top = torch.full((m,), -math.inf, dtype=features.dtype, device=features.device)
+    total = torch.zeros(m, dtype=features.dtype, device=features.device)
+    for start in range(0, n, size):
+        count = min(size, n - start)
+        out = block if count == block.shape[1] else block[:, :count].contiguous()
+        torch.matmul(features, weights[:, start : start + count], out=out)  # log-densities of the chunk
+        new_top = torch.maximum(top, out.amax(1))
+        total.mul_((top - new_top).exp_())  # rescale the running sum to the new maximum (exp(-inf) = 0 at first)
+        total.add_(out.sub_(new_top[:, None]).exp_().sum(1))
+        top = new_top
+    return top + total.log() - math.log(n)
 
 
 class AggregatePosterior(Distribution):
