@@ -83,7 +83,7 @@ def test_train_then_evaluate_on_digits(tmp_path):
         "--max-examples",
         "50",
     )
-    assert "NLL = " in completed.stdout and "k = 20, 50 examples" in completed.stdout
+    assert "NLL = " in completed.stdout and "K = 20, 50 examples" in completed.stdout
     result = json.loads((out / "eval-digits-test-k20.json").read_text())
     assert result["examples"] == 50 and result["nll"] > 0 and result["standard_error"] > 0
     assert 0 <= result["active_units"] <= result["latent_dim"] == 2
