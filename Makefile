@@ -27,7 +27,7 @@ book: $(STAMP)
 	rm -rf _build/html _build/jupyter_execute
 	VAECOURSE_WIDGETS=off $(BIN)/jupyter-book build . $(BOOK_FLAGS)
 
-## the same book with every chapter executed again on the CPU while it is built (about 5 minutes), from a
+## the same book with every chapter executed again on the CPU while it is built (about 4 minutes), from a
 ## copy of _config.yml that differs only in execute_notebooks (it stays next to _config.yml, whose relative
 ## paths it shares, and is removed afterwards)
 book-execute: $(STAMP)
