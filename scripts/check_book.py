@@ -44,13 +44,14 @@ WAIT_FOR_MATHJAX = """async () => {
   return "typeset";
 }"""
 
-# Text still holding TeX delimiters after typesetting, outside code blocks.
+# Text still holding TeX after typesetting, outside code blocks.
 RAW_MATH = """() => {
   const walker = document.createTreeWalker(document.querySelector('main') || document.body, NodeFilter.SHOW_TEXT);
   const raw = [];
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     if (node.parentElement.closest('pre, code, script, style, mjx-container, .highlight')) continue;
-    if (/\\$\\$|\\\\\\(|\\\\\\[/.test(node.textContent)) raw.push(node.textContent.trim().slice(0, 80));
+    // display or inline delimiters left over, or a $ before a TeX command (e.g. a table cell that a | split open)
+    if (/\\$\\$|\\\\\\(|\\\\\\[|\\$\\\\[A-Za-z]/.test(node.textContent)) raw.push(node.textContent.trim().slice(0, 80));
   }
   return raw;
 }"""

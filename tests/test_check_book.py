@@ -14,6 +14,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium: apt-get i
 
 BAD_PAGE = """<!doctype html><html><head><link rel="icon" href="data:,"></head><body><main>
 <p>Raw math: $$ p(x) = \\int p(x|z) p(z) dz $$</p>
+<table><tr><td>$\\log q_\\phi(z_{ik}</td><td>x_i)$</td></tr></table>
 <img src="missing.png" alt="gone">
 <script>undefinedFunction();</script>
 </main></body></html>"""
@@ -57,6 +58,7 @@ def test_check_book_flags_script_errors_raw_math_and_broken_images(tmp_path):
     report = "\n".join(bad)
     assert "undefinedFunction is not defined" in report
     assert "math not typeset" in report and "p(x)" in report
+    assert "math not typeset: '$\\\\log q_\\\\phi(z_{ik}'" in report  # inline TeX that a table's | split open
     assert "image not loaded: missing.png" in report
     assert "HTTP 404" in report
     assert (tmp_path / "bad.png").stat().st_size > 0
