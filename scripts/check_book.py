@@ -1,8 +1,8 @@
 """Open every page of the built book in headless Chromium and check what a reader would see.
 
 For each HTML page under the build folder it asserts that the page loads without console errors, failed
-requests or script errors; that MathJax has typeset its mathematics (no raw ``$$``, ``\\(`` or ``\\[`` left
-in the text); and that every image has loaded. It saves a full-page screenshot of each page.
+requests or script errors; that MathJax has typeset its mathematics without errors (no raw ``$$``, ``\\(``,
+``\\[`` or inline TeX left in the text, no formula typeset as an error); and that every image has loaded. It saves a full-page screenshot of each page.
 
     .venv/bin/python scripts/check_book.py _build/html --screenshots _build/screenshots
 
@@ -55,6 +55,10 @@ RAW_MATH = """() => {
   }
   return raw;
 }"""
+
+# Formulas that MathJax typeset as an error (an unknown command, unbalanced braces): shown in red on the page.
+MATH_ERRORS = """() => Array.from(document.querySelectorAll('mjx-merror'))
+  .map(e => (e.getAttribute('data-mjx-error') || e.textContent).trim().slice(0, 80))"""
 
 # Images that are not loaded (lazy ones are made eager first).
 BROKEN_IMAGES = """async () => {
@@ -112,6 +116,7 @@ def check_page(browser, url: str, screenshot: Path | None, redirect: str | None)
         problems.append("MathJax is referenced but did not start")
     raw = page.evaluate(RAW_MATH)
     problems += [f"math not typeset: {text!r}" for text in raw]
+    problems += [f"math error: {text!r}" for text in page.evaluate(MATH_ERRORS)]
     broken = page.evaluate(BROKEN_IMAGES)
     problems += [f"image not loaded: {src}" for src in broken]
     stats = {

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium: apt-get i
 BAD_PAGE = """<!doctype html><html><head><link rel="icon" href="data:,"></head><body><main>
 <p>Raw math: $$ p(x) = \\int p(x|z) p(z) dz $$</p>
 <table><tr><td>$\\log q_\\phi(z_{ik}</td><td>x_i)$</td></tr></table>
+<p><mjx-merror data-mjx-error="Undefined control sequence \\opname">\\opname</mjx-merror></p>
 <img src="missing.png" alt="gone">
 <script>undefinedFunction();</script>
 </main></body></html>"""
@@ -59,6 +60,7 @@ def test_check_book_flags_script_errors_raw_math_and_broken_images(tmp_path):
     assert "undefinedFunction is not defined" in report
     assert "math not typeset" in report and "p(x)" in report
     assert "math not typeset: '$\\\\log q_\\\\phi(z_{ik}'" in report  # inline TeX that a table's | split open
+    assert "math error: 'Undefined control sequence \\\\opname'" in report
     assert "image not loaded: missing.png" in report
     assert "HTTP 404" in report
     assert (tmp_path / "bad.png").stat().st_size > 0
