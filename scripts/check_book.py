@@ -2,7 +2,8 @@
 
 For each HTML page under the build folder it asserts that the page loads without console errors, failed
 requests or script errors; that MathJax has typeset its mathematics without errors (no raw ``$$``, ``\\(``,
-``\\[`` or inline TeX left in the text, no formula typeset as an error); and that every image has loaded. It saves a full-page screenshot of each page.
+``\\[`` or inline TeX left in the text, no formula typeset as an error); and that every image has loaded.
+It saves a full-page screenshot of each page.
 
     .venv/bin/python scripts/check_book.py _build/html --screenshots _build/screenshots
 
