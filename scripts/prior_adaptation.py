@@ -33,7 +33,7 @@ import torch
 
 import vaecourse as vc
 from vaecourse import reproduce
-from vaecourse.files import atomic_write
+from vaecourse.files import atomic_write, write_text
 from vaecourse.surgery import aggregate_posterior
 
 OPTIONS = {"standard": {}, "mog": {"num_components": 10}, "flow": {"transforms": 3, "hidden_dims": (64, 64)}}
@@ -122,8 +122,7 @@ def main() -> None:
         "rows": {prior: result["rows"] for prior, result in results.items()},
         "samples": {prior: result["samples"] for prior, result in results.items()},
     }
-    with atomic_write(args.out / "prior-adaptation.json") as handle:
-        handle.write((json.dumps(summary, indent=1) + "\n").encode())
+    write_text(args.out / "prior-adaptation.json", json.dumps(summary, indent=1) + "\n")
     frames = {"extent": [-4.0, 4.0], "epochs": list(snapshots)}
     frames.update(
         {

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from . import checkpoint, data, runtime
+from . import checkpoint, data, files, runtime
 from .diagnostics import active_units
 from .evaluate import log_likelihood
 from .priors import PRIORS
@@ -323,7 +323,7 @@ def _train(args) -> dict:
         **result.summary(),
     }
     checkpoint.save(model, args.out / "model.pt", train_config=train_config, metrics=metrics)
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    files.write_text(args.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     valid = f", valid ELBO {result.final_valid_elbo:.2f}" if result.final_valid_elbo is not None else ""
     print(
         f"{result.epochs} epochs in {result.train_seconds:.1f} s ({result.images_per_second:.0f} images/s); "
@@ -356,7 +356,7 @@ def _evaluate(args) -> dict:
         "active_units": units.count if units is not None else None,
         "latent_dim": model.config.latent_dim,
     }
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    files.write_text(out, json.dumps(result, indent=2) + "\n")
     active = f"; {units}" if units is not None else ""
     print(f"{args.split} {estimate}{active} in {seconds:.1f} s; wrote {out}")
     return result

@@ -109,9 +109,8 @@ def _train(model_config: VAEConfig, train_config: TrainConfig, x_train: torch.Te
 
 
 def _write(out_dir: pathlib.Path, stem: str, table: dict, markdown: str) -> None:
-    for name, text in ((f"{stem}.json", json.dumps(table, indent=2) + "\n"), (f"{stem}.md", markdown)):
-        with files.atomic_write(out_dir / name) as handle:
-            handle.write(text.encode())
+    files.write_text(out_dir / f"{stem}.json", json.dumps(table, indent=2) + "\n")
+    files.write_text(out_dir / f"{stem}.md", markdown)
 
 
 def _subset(size: int | None) -> str:

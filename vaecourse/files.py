@@ -1,4 +1,4 @@
-"""Writing a file whole or not at all: the one helper behind checkpoints, downloads and the data cache."""
+"""Writing a file whole or not at all: the one helper behind checkpoints, downloads, the data cache and the tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "write_text"]
 
 
 @contextlib.contextmanager
@@ -35,3 +35,10 @@ def atomic_write(target, mode: int = 0o644):
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_text(target, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``target`` whole or not at all, through :func:`atomic_write`: the tables and
+    metrics the command line and ``reproduce`` write."""
+    with atomic_write(target) as handle:
+        handle.write(text.encode("utf-8"))

@@ -38,7 +38,7 @@ import torch
 from . import checkpoint, data, judge, surgery
 from .diagnostics import active_units
 from .evaluate import log_likelihood
-from .files import atomic_write
+from .files import write_text
 from .priors import PRIORS
 from .recipes import recipe
 from .runtime import seeded
@@ -378,11 +378,6 @@ def _markdown(run: ReproduceRun, table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(path: pathlib.Path, text: str) -> None:
-    with atomic_write(path) as file:
-        file.write(text.encode())
-
-
 def reproduce(
     run_name: str,
     out_dir: pathlib.Path,
@@ -476,6 +471,6 @@ def _merge_and_write(run: ReproduceRun, out_dir: pathlib.Path, rows: list[dict],
         "judge_test_entropy_se": verdict.mean_entropy.standard_error,
         "rows": rows,
     }
-    _write(out_dir / f"priors-{run.name}.json", json.dumps(table, indent=2) + "\n")
-    _write(out_dir / f"priors-{run.name}.md", _markdown(run, table))
+    write_text(out_dir / f"priors-{run.name}.json", json.dumps(table, indent=2) + "\n")
+    write_text(out_dir / f"priors-{run.name}.md", _markdown(run, table))
     return table
