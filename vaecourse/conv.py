@@ -20,15 +20,6 @@ IMAGE_SIDE = 28  # the networks take 28×28 images (MNIST), flattened to 784 pix
 _FEATURE_SIDE = IMAGE_SIDE // 4  # two stride-2 layers: 28 → 14 → 7
 
 
-def _fully_connected(sizes: list[int], relu_last: bool) -> list[nn.Module]:
-    layers: list[nn.Module] = []
-    for index, (size_in, size_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(size_in, size_out))
-        if relu_last or index < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return layers
-
-
 class ConvEncoderNet(nn.Module):
     """Flattened 28×28 images ``[..., 784]`` → ``[..., 2·latent_dim]`` (μ and the raw scale s, as the MLP's)."""
 
@@ -42,8 +33,9 @@ class ConvEncoderNet(nn.Module):
             nn.ReLU(),
             nn.Flatten(),
         )
-        sizes = [second * _FEATURE_SIDE**2, *config.hidden_dims, 2 * config.latent_dim]
-        self.head = nn.Sequential(*_fully_connected(sizes, relu_last=False))
+        from .vae import _mlp  # the MLP's layers (vae imports this module, so not at the top)
+
+        self.head = _mlp([second * _FEATURE_SIDE**2, *config.hidden_dims, 2 * config.latent_dim])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch_shape = x.shape[:-1]
@@ -59,8 +51,10 @@ class ConvDecoderNet(nn.Module):
         super().__init__()
         first, second = config.channels
         self.second = second
-        sizes = [config.latent_dim, *reversed(config.hidden_dims), second * _FEATURE_SIDE**2]
-        self.head = nn.Sequential(*_fully_connected(sizes, relu_last=True))
+        from .vae import _mlp
+
+        head = _mlp([config.latent_dim, *reversed(config.hidden_dims), second * _FEATURE_SIDE**2])
+        self.head = nn.Sequential(*head, nn.ReLU())  # the feature maps enter the transposed convolutions rectified
         self.upsample = nn.Sequential(
             nn.ConvTranspose2d(second, first, kernel_size=4, stride=2, padding=1),  # 7 → 14
             nn.ReLU(),
