@@ -27,6 +27,7 @@ from torch.distributions import Distribution
 
 from .checks import check_num_samples
 from .estimators import ElboTerms, _draw, kl
+from .montecarlo import log_mean_exp
 from .runtime import seeded
 
 __all__ = ["GradientSNR", "gradient_snr", "iwae_bound", "iwae_terms", "signal_to_noise"]
@@ -47,7 +48,7 @@ def iwae_terms(
     log_px_z = model.likelihood(z).log_prob(x)  # [K, ...]
     log_pz, log_qz = model.prior.log_prob(z), q.log_prob(z)
     log_weights = log_px_z + log_pz - log_qz  # log w_k
-    bound = torch.logsumexp(log_weights, dim=0) - math.log(z.shape[0])
+    bound = log_mean_exp(log_weights, dim=0)
     kl_term = kl(q, model.prior, z) if analytic_kl else (log_qz - log_pz).mean(0)
     log_px_z = log_px_z.mean(0)
     kl_term = kl_term.expand_as(log_px_z)
@@ -72,9 +73,12 @@ def signal_to_noise(samples: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"samples must be [R, P] with R >= 2 repeated estimates, got {getattr(samples, 'shape', samples)}"
         )
-    std = samples.std(0)
-    ratio = samples.mean(0).abs() / std
-    return torch.where(std > 0, ratio, torch.full_like(ratio, math.nan))
+    return _ratio(samples.mean(0), samples.std(0))
+
+
+def _ratio(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """|mean| / std, NaN where std = 0."""
+    return torch.where(std > 0, mean.abs() / std, torch.full_like(mean, math.nan))
 
 
 @dataclass(frozen=True)
@@ -93,11 +97,6 @@ class GradientSNR:
 
     def __str__(self) -> str:
         return f"K = {self.num_samples}: SNR encoder {self.encoder:.3f}, decoder {self.decoder:.3f}"
-
-
-def _nanmean(values: torch.Tensor) -> float:
-    finite = values[~torch.isnan(values)]
-    return finite.mean().item() if len(finite) else math.nan
 
 
 def gradient_snr(
@@ -131,13 +130,13 @@ def gradient_snr(
     mean = total / repeats
     variance = ((squares - repeats * mean**2) / (repeats - 1)).clamp_min(0)
     std = variance.sqrt()
-    ratios = torch.where(std > 0, mean.abs() / std, torch.full_like(mean, math.nan)).cpu()
+    ratios = _ratio(mean, std).cpu()
     size = sum(p.numel() for p in encoder)
     return GradientSNR(
         num_samples=num_samples,
         repeats=repeats,
-        encoder=_nanmean(ratios[:size]),
-        decoder=_nanmean(ratios[size:]),
+        encoder=torch.nanmean(ratios[:size]).item(),
+        decoder=torch.nanmean(ratios[size:]).item(),
         encoder_per_parameter=ratios[:size],
         decoder_per_parameter=ratios[size:],
     )
