@@ -212,3 +212,16 @@ def test_free_bits_refuse_the_iwae_bound():
     optimizer = torch.optim.Adam(model.parameters())
     with pytest.raises(ValueError, match="free_bits"):
         vc.train.step(model, optimizer, torch.ones(3, 4), free_bits=0.5, bound="iwae")
+
+
+def test_fit_new_draws_the_initial_weights_from_the_config_seed_and_leaves_the_generator_alone(digits):
+    train, _ = digits
+    model_config = vc.VAEConfig(data_dim=64, latent_dim=2, hidden_dims=(32,), likelihood="binomial")
+    before = torch.random.get_rng_state()
+    model, result = vc.train.fit_new(model_config, train, config=config(epochs=1, seed=3))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert result.epochs == 1
+    with vc.runtime.seeded(3):  # the same weights as a model built inside seeded(3), then fitted with seed 3
+        again = vc.VAE(model_config)
+    vc.fit(again, train, config=config(epochs=1, seed=3))
+    assert all(torch.equal(model.state_dict()[k], again.state_dict()[k]) for k in model.state_dict())

@@ -25,9 +25,8 @@ from .diagnostics import active_units
 from .evaluate import log_likelihood
 from .iwae import gradient_snr
 from .recipes import recipe
-from .runtime import seeded
-from .train import TrainConfig, fit, mean_elbo
-from .vae import VAE, VAEConfig
+from .train import TrainConfig, fit_new, mean_elbo
+from .vae import VAEConfig
 
 __all__ = ["CONV_RUNS", "IWAE_RUNS", "ConvRun", "IwaeRun", "conv_experiment", "iwae_experiment", "load_table"]
 
@@ -96,9 +95,7 @@ def _measure(model, x_test, eval_samples: int, seed: int = 0) -> dict:
 
 
 def _train(model_config: VAEConfig, train_config: TrainConfig, x_train: torch.Tensor, device) -> tuple:
-    with seeded(train_config.seed):  # the initial weights from the seed; the caller's generator is left alone
-        model = VAE(model_config).to(device)
-    result = fit(model, x_train, config=train_config)
+    model, result = fit_new(model_config, x_train.to(device), config=train_config)
     return model, {
         "epochs": result.epochs,
         "steps": result.steps,

@@ -42,7 +42,7 @@ from .files import write_text
 from .priors import PRIORS
 from .recipes import recipe
 from .runtime import seeded
-from .train import TrainConfig, fit
+from .train import TrainConfig, fit_new
 from .vae import VAE, VAEConfig
 
 __all__ = [
@@ -157,10 +157,8 @@ def _configs(prior: str, run: ReproduceRun, regime: Regime, seed: int) -> tuple[
 def train(prior: str, run: ReproduceRun, regime: Regime, x_train: torch.Tensor, seed: int = 0) -> tuple[VAE, dict]:
     """One model of the table: ``prior`` trained on ``x_train`` (on its device) as ``regime`` of ``run`` says;
     returns the model and ``{"epochs", "train_seconds"}``."""
-    model_config, train_config = _configs(prior, run, regime, seed)
-    with seeded(seed):  # the initial weights from ``seed``; the caller's generator is left as it was
-        model = VAE(model_config).to(x_train.device)
-    result = fit(model, x_train, config=train_config)
+    model_config, train_config = _configs(prior, run, regime, seed)  # train_config.seed is ``seed``
+    model, result = fit_new(model_config, x_train, config=train_config)
     return model, {"epochs": result.epochs, "train_seconds": result.train_seconds}
 
 

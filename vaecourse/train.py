@@ -20,8 +20,9 @@ from . import collapse, widgets
 from .checks import check_positive_int
 from .estimators import ElboTerms
 from .runtime import seeded
+from .vae import VAE
 
-__all__ = ["DivergenceError", "FitResult", "TrainConfig", "fit", "mean_elbo", "step"]
+__all__ = ["DivergenceError", "FitResult", "TrainConfig", "fit", "fit_new", "mean_elbo", "step"]
 
 SCHEDULES = ("constant", "cosine")
 _clock = time.perf_counter  # the wall clock of a seconds budget (a test replaces it with a fake one)
@@ -240,6 +241,14 @@ def fit(model: nn.Module, train, valid=None, *, config: TrainConfig | None = Non
 
     with seeded(config.seed, x.device):  # the run's draws depend on the seed alone; the caller's are left alone
         return _train(model, x, x_valid, config)
+
+
+def fit_new(model_config, x_train: torch.Tensor, x_valid=None, *, config: TrainConfig) -> tuple[nn.Module, FitResult]:
+    """A new :class:`vaecourse.vae.VAE` of ``model_config`` on ``x_train``'s device, its initial weights drawn from
+    ``config.seed`` (the caller's generator is left as it was), trained by :func:`fit`: the model and its result."""
+    with seeded(config.seed):
+        model = VAE(model_config).to(x_train.device)
+    return model, fit(model, x_train, x_valid, config=config)
 
 
 def _train(model: nn.Module, x: torch.Tensor, x_valid: torch.Tensor | None, config: TrainConfig) -> FitResult:
