@@ -5,8 +5,8 @@
 
 ``markdown`` counts every whitespace-separated token of the markdown cells, as typed (formulas, the folded
 solutions' code and HTML tags included): the measure a chapter keeps under 2 500. ``prose`` leaves out fenced code
-and HTML tags. Figures are the images stored in the code cells' outputs. An exercise is a markdown heading that starts with "Exercise"; a
-predict-then-run question is a markdown cell that contains "Predict, then run".
+and HTML tags. Figures are the images stored in the code cells' outputs. An exercise is a markdown heading that
+starts with "Exercise"; a predict-then-run question is a markdown cell that contains "Predict, then run".
 """
 
 from __future__ import annotations
