@@ -177,18 +177,20 @@ def test_estimators_of_chapters_2_and_3_evaluate_the_vae_unchanged():
     assert (iwae - naive).abs().max() < 0.2
 
 
+@architectures
 @pytest.mark.parametrize(
-    ("x", "message"),
+    ("bad", "message"),
     [
-        (torch.zeros(3, 11), r"shape \[\.\.\., 12\]"),
-        (torch.zeros(3, 12, dtype=torch.long), "floating-point"),
-        (torch.full((3, 12), 0.5), "binary"),
-        (torch.full((3, 12), float("nan")), "binary"),
-        ("not a tensor", r"shape \[\.\.\., 12\]"),
+        (lambda pixels: torch.zeros(3, pixels - 1), r"shape \[\.\.\., {pixels}\]"),
+        (lambda pixels: torch.zeros(3, pixels, dtype=torch.long), "floating-point"),
+        (lambda pixels: torch.full((3, pixels), 0.5), "binary"),
+        (lambda pixels: torch.full((3, pixels), float("nan")), "binary"),
+        (lambda pixels: "not a tensor", r"shape \[\.\.\., {pixels}\]"),
     ],
+    ids=["width", "integers", "grey", "nan", "not-a-tensor"],
 )
-def test_bad_input_gets_a_clear_error(x, message):
-    model = small_vae()
+def test_bad_input_gets_a_clear_error(make, pixels, bad, message):
+    model, x, message = make(), bad(pixels), message.format(pixels=pixels)
     with pytest.raises(ValueError, match=message):
         model.elbo(x)
     with pytest.raises(ValueError, match=message):
